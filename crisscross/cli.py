@@ -1,0 +1,18 @@
+"""The `crisscross` command: train, evaluate, export and look at CrissCross models."""
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="crisscross-av")
+def main() -> None:
+    """CrissCross: audio-visual self-supervised learning from avshards shards.
+
+    \b
+    Typical use:
+      crisscross train shards/ --preset tiny-cpu --out runs/tiny
+      crisscross eval linear runs/tiny/checkpoint.pt esc50-shards/
+    """
+
+
+# Commands are registered explicitly, one line each, below.

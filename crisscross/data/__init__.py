@@ -1,0 +1,1 @@
+"""Two-view sampling, augmentation backends and the training loader."""

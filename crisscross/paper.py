@@ -1,0 +1,185 @@
+"""Every number taken from the CrissCross paper (or, where it is vague, from its public code), each
+with the table or section it comes from. Nothing else in the package hard-codes these values:
+the torch and DALI augmentation backends read the same :data:`VIDEO_AUG` / :data:`AUDIO_AUG`,
+the trainer's presets read :data:`PRETRAIN`, evaluation reads :data:`FINETUNE` and :data:`EVAL`.
+
+"official code" below means the facts in shared/reference/official-code.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# --- Inputs (Sec. 4 "Experiment setup", official code) ------------------------------------------
+FPS = 16                       # frames per second of the visual stream
+SAMPLE_RATE = 16000            # audio sample rate
+VIDEO_FRAMES = 8               # frames per view: 0.5 s at 16 fps
+AUDIO_SECONDS = 2.0            # audio per view
+CROP_SIZE = 112                # pretraining crop (Table S5 input 8 x 112^2)
+EVAL_RESIZE = 128              # evaluation: resize short side to 112 / 0.875, then center crop 112
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class VideoAugSettings:
+    """Visual augmentation parameters (Table S1; ranges the paper leaves vague from official code)."""
+
+    crop_size: int = CROP_SIZE
+    crop_scale: tuple[float, float] = (0.08, 1.0)      # Multi-Scale Crop "min area = 0.08"
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)   # official code (torchvision default)
+    flip_p: float = 0.5                                 # Horizontal Flip p = 0.5
+    brightness: float = 0.4                             # Color Jitter (Table S1)
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.2
+    jitter_p: float = 1.0                               # official code: applied always, random order
+    grayscale_p: float = 0.2                            # Gray Scale p = 0.2
+    blur_p: float = 0.5                                 # Gaussian Blur p = 0.5
+    blur_kernel: int = 11                               # official code
+    blur_sigma: tuple[float, float] = (0.1, 2.0)        # SimCLR's range, drawn per view (not fixed)
+    cutout_p: float = 1.0                               # Cutout num = 1
+    cutout_max_size: int = 20                           # Cutout max size = 20 px
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class AudioAugSettings:
+    """Log-mel and audio augmentation parameters (Sec. 4, Table S2, official code)."""
+
+    n_fft: int = 1024                                   # "FFT window length as 1024"
+    hop_length: int = 160                               # "hop size as 10 milliseconds"
+    n_mels: int = 80                                    # "80 mel filters"
+    f_min: float = 0.0
+    f_max: float = 8000.0
+    log_eps: float = 1e-6                               # natural log(mel + eps), official code
+    norm_mean: float = -5.3688107                       # global normalisation, official code
+    norm_std: float = 4.410007
+    volume: tuple[float, float] = (0.8, 1.2)            # Volume Jitter range = +-0.2
+    freq_masks: int = 2                                 # Frequency Mask num = 2
+    freq_mask_max: int = 10                             # Frequency Mask max size = 10 (randint[0,10))
+    time_masks: int = 2                                 # Time Mask num = 2
+    time_mask_max: int = 20                             # Time Mask max size = 20 (randint[0,20))
+    crop_p: float = 1.0                                 # Random Crop (BYOL-A, Table S2)
+    crop_scale: tuple[float, float] = (0.6, 1.5)        # Random Crop range = [0.6, 1.5]
+    crop_canvas: tuple[float, float] = (1.0, 1.5)       # Random Crop crop scale = [1.0, 1.5]
+    time_warp: bool = False                             # off in pretraining (Table S4)
+    time_warp_window: int = 20                          # Timewarp wrap window = 20
+
+
+VIDEO_AUG = VideoAugSettings()
+AUDIO_AUG = AudioAugSettings()
+# Linear evaluation / fine-tuning (Table S3): no Gaussian blur; audio adds time warp (Table S4).
+VIDEO_AUG_EVAL_TRAIN = VideoAugSettings(blur_p=0.0)
+AUDIO_AUG_EVAL_TRAIN = AudioAugSettings(time_warp=True)
+
+
+# --- Model (Tables S5-S8, official code) ---------------------------------------------------------
+@dataclass(frozen=True)
+class ModelSettings:
+    feature_dim: int = 512          # backbone output (Tables S5, S6)
+    proj_hidden: int = 2048         # Table S7
+    proj_dim: int = 2048
+    proj_layers: int = 3            # Table 3: 3 layers beat 2
+    pred_hidden: int = 512          # Table S8
+    num_params: dict = field(default_factory=lambda: {  # measured from the published definitions
+        "video_backbone": 15_379_136, "audio_backbone": 11_170_240,
+        "projector": 9_455_616, "projector_2layer": 5_255_168, "predictor": 2_100_736,
+        "total": 49_662_080})
+
+
+MODEL = ModelSettings()
+
+
+# --- Pretraining (Table S10) ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class PretrainSettings:
+    """One row of Table S10."""
+
+    batch_size: int
+    epoch_size: int                 # samples per epoch ("es")
+    epochs: int
+    larc: bool                      # "Adam*" = Adam wrapped in LARC
+    lr_start: float                 # backbone + projector base LR, after warm-up
+    lr_end: float                   # cosine end
+    lr_predictor: float             # constant (10x base, Sec. 5 "Predictor")
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: float = 2.0      # official code: linear warm-up from 0 over 2 epochs
+    larc_trust: float = 1e-3        # official code: LARC trust coefficient, clip mode
+
+
+PRETRAIN = {
+    "kinetics-sound": PretrainSettings(512, 220_000, 100, False, 2e-4, 0.0, 2e-3),
+    "kinetics400": PretrainSettings(2048, 1_000_000, 100, True, 2e-4, 1e-4, 2e-3),
+    "audioset": PretrainSettings(2048, 3_500_000, 100, True, 1e-4, 0.0, 1e-3),
+}
+# Ablations (Appendix G.1): uni-modal variants use their own learning rates.
+ABLATION_LR = {"v1v2": (1e-4, 1e-3), "a1a2": (1e-5, 1e-4)}   # (base, predictor)
+
+
+# --- Full fine-tuning (Table S11, Appendix G.2) --------------------------------------------------
+@dataclass(frozen=True)
+class FinetuneSettings:
+    frames: int
+    crop_size: int
+    batch_size: int
+    epochs: int
+    milestones: tuple[int, ...]
+    lr: float
+    gamma: float
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    dropout: float = 0.0
+    test_clips: int = 10            # E.2: 10 equally spaced clips, softmax averaged
+
+
+FINETUNE = {
+    ("ucf101", 8): FinetuneSettings(8, 224, 64, 20, (6, 10, 14), 5e-4, 0.3),
+    ("ucf101", 32): FinetuneSettings(32, 224, 32, 20, (8, 12, 16), 7e-5, 0.3),
+    ("hmdb51", 8): FinetuneSettings(8, 224, 64, 20, (6, 10, 14), 5e-4, 0.1),
+    ("hmdb51", 32): FinetuneSettings(32, 224, 32, 20, (8, 12, 16), 1e-4, 0.3),
+}
+
+
+# --- Linear evaluation, retrieval, fusion (Appendix E) -------------------------------------------
+SVM_C = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 1.0)        # E.1 cost sweep
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    train_clips: int                # augmented clips per training video
+    test_clips: int                 # uniformly spaced clips per test video
+    pool: tuple[int, ...]           # max-pool kernel on conv5
+    pool_stride: tuple[int, ...] | None = None
+    frames: int = VIDEO_FRAMES
+    audio_seconds: float = AUDIO_SECONDS
+
+
+EVAL = {
+    # E.1 HMDB51 / UCF101: 25 augmented training clips, 10 uniform test clips, conv5 -> (1,4,4).
+    "video_linear": ProtocolSettings(25, 10, (1, 4, 4)),
+    # E.1 ESC-50: 10 epochs of augmented training clips, 10 test segments (2 s), (1,3)/(1,2).
+    "audio_linear": ProtocolSettings(10, 10, (1, 3), (1, 2)),
+    # E.1 DCASE: 60 clips per sample, 1 s inputs, same pooling as ESC-50.
+    "dcase_linear": ProtocolSettings(60, 60, (1, 3), (1, 2), audio_seconds=1.0),
+    # E.1 fusion on Kinetics-Sound: 10 clips, 2 s; video (1,2,2), audio (1,4) -> 2048-d each.
+    "fusion_video": ProtocolSettings(10, 10, (1, 2, 2), audio_seconds=2.0),
+    "fusion_audio": ProtocolSettings(10, 10, (1, 4), audio_seconds=2.0),
+    # E.3 retrieval: 10 uniform clips per video (train and test), averaged features.
+    "retrieval": ProtocolSettings(10, 10, (1, 4, 4)),
+}
+RETRIEVAL_K = (1, 5, 20)            # E.3 / Table 7
+
+
+# --- Kinetics-Sound (Appendix C.1; the 32 classes as the authors listed them) --------------------
+KINETICS_SOUND_CLASSES = (
+    "blowing_nose", "blowing_out_candles", "bowling", "chopping_wood", "dribbling_basketball",
+    "laughing", "mowing_lawn", "playing_accordion", "playing_bagpipes", "playing_bass_guitar",
+    "playing_clarinet", "playing_drums", "playing_guitar", "playing_harmonica", "playing_keyboard",
+    "playing_organ", "playing_piano", "playing_saxophone", "playing_trombone", "playing_trumpet",
+    "playing_violin", "playing_xylophone", "ripping_paper", "shoveling_snow", "shuffling_cards",
+    "singing", "stomping_grapes", "strumming_guitar", "tap_dancing", "tapping_guitar", "tapping_pen",
+    "tickling",
+)
