@@ -17,3 +17,5 @@ def main() -> None:
 
 
 # Commands are registered explicitly, one line each, below.
+from avshards.indexing import index_command  # noqa: E402
+main.add_command(index_command)
