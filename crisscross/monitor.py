@@ -1,0 +1,113 @@
+"""Watching a run: CSV + TensorBoard logs, a loss curve PNG, the collapse monitor and the NaN guard."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number; the message says at which step and what to try."""
+
+
+def collapse_std(z: torch.Tensor) -> float:
+    """SimSiam's collapse indicator: the per-dimension std over the batch of the l2-normalised
+    outputs, averaged over dimensions. About 1/sqrt(d) for healthy outputs, 0 when every sample is
+    mapped to the same vector (collapse)."""
+    z = F.normalize(z.detach().float(), dim=1)
+    return z.std(dim=0).mean().item()
+
+
+def check_finite(loss: float, step: int, lr: float, amp: str) -> None:
+    """Raise :class:`TrainingDiverged` when ``loss`` is NaN or infinite."""
+    if math.isfinite(loss):
+        return
+    hints = [f"lower the learning rate (--lr, now {lr:g})", "enable LARC (--larc)"]
+    if amp != "off":
+        hints.append("train without mixed precision (--amp off) or with bf16")
+    raise TrainingDiverged(f"loss became {loss} at step {step}; training stopped before writing a broken "
+                           f"checkpoint. Try to {', or '.join(hints)}, then --resume auto.")
+
+
+class RunLog:
+    """Append-only CSV (``log.csv``) + TensorBoard (``tb/``, when installed) in the run folder.
+    Only rank 0 should make one. Rows may carry different keys; the CSV keeps the first row's
+    columns plus any later ones (rewritten on close)."""
+
+    def __init__(self, out: str | os.PathLike, resume_step: int = 0):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.out / "log.csv"
+        self.rows = self._read_rows(resume_step)
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=resume_step or None)
+        except ImportError:  # tensorboard is optional
+            pass
+
+    def _read_rows(self, resume_step: int) -> list[dict[str, Any]]:
+        # On resume keep the rows up to the checkpoint's step; later ones were never checkpointed.
+        if not resume_step or not self.csv_path.exists():
+            return []
+        with open(self.csv_path, newline="") as f:
+            return [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        """Record one row of scalars for ``step``."""
+        self.rows.append({"step": step, **values})
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+        self._write_csv()
+
+    def _write_csv(self) -> None:
+        columns = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.csv_path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, columns)
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.csv_path)
+
+    def close(self) -> Path | None:
+        """Flush TensorBoard and draw the loss curve; return the PNG's path."""
+        if self.writer is not None:
+            self.writer.close()
+        return plot_curves(self.csv_path, self.out / "loss.png") if self.rows else None
+
+
+def plot_curves(csv_path: str | os.PathLike, png: str | os.PathLike) -> Path:
+    """Loss (and its terms), learning rate and collapse std against step, from a run's log.csv."""
+    import matplotlib
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
+
+    def series(key):
+        return [float(r[key]) if r.get(key) not in (None, "") else math.nan for r in rows]
+
+    panels = [("loss", [k for k in rows[0] if k == "loss" or k.startswith("loss/")]),
+              ("learning rate", [k for k in rows[0] if k.startswith("lr/")]),
+              ("collapse std (healthy ~ 1/sqrt(d))", [k for k in rows[0] if k.startswith("std/")])]
+    panels = [(t, ks) for t, ks in panels if ks]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels):
+        for k in keys:
+            ax.plot(steps, series(k), label=k, lw=2 if k == "loss" else 1)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return Path(png)
