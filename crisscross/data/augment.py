@@ -1,0 +1,373 @@
+"""The torch reference augmentation backend (CPU or CUDA tensors, batched with per-clip parameters).
+
+Random augmentations follow torchvision's "draw parameters, then apply" pattern: ``draw_*_params``
+uses a NumPy generator on the host and returns a small frozen dataclass; ``augment_*`` applies
+it with torch ops only, so the same parameters give the same result on CPU and CUDA, and the DALI
+backend can be tested against these functions with injected parameters. One parameter draw covers
+every frame of a view (temporal consistency); the two views of a clip get independent draws.
+All settings come from :mod:`crisscross.paper` (``VIDEO_AUG``, ``AUDIO_AUG``, ...).
+
+Video, in this order (docs/data.md has the table):
+
+1. random resized crop of ``crop = (top, left, height, width)`` (source pixels), resized to
+   ``crop_size`` squared, bilinear with antialias, on uint8 (as DALI's resize does);
+2. horizontal flip;
+3. colour jitter with torchvision's float formulas, in ``jitter_order`` (0 brightness,
+   1 contrast, 2 saturation, 3 hue), every result clamped to [0, 1]:
+   brightness ``x * b``; contrast ``c * x + (1 - c) * mean(gray(frame))`` (the pivot is the mean
+   of each frame's grayscale, torchvision's choice; DALI's ``color_twist`` pivots at 128 instead,
+   so DALI must pass ``contrast_center``); saturation ``s * x + (1 - s) * gray(x)``; hue: shift H
+   by ``h`` in HSV (``gray = 0.2989 R + 0.587 G + 0.114 B``);
+4. grayscale (``gray(x)`` in all three channels);
+5. gaussian blur, kernel ``blur_kernel``, a random sigma per view, reflect padding;
+6. cutout: one square ``(top, left, side)`` in output pixels, the same in every frame, FILLED
+   with the per-channel mean of the view's first frame (the original multiplied; a bug);
+7. ImageNet normalisation; output ``[3, T, S, S]`` float32.
+
+Audio: volume ``x * g`` -> log-mel (:func:`logmel`) -> optional time warp -> frequency masks ->
+time masks (both filled with the mean of the spectrogram before masking) -> BYOL-A random resized
+crop (the spectrogram centred on a zero canvas of ``crop_canvas`` times its size, a box of it
+resized back with bicubic, ``align_corners=True``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+import torchaudio
+from torchvision.transforms.v2 import functional as F
+# torchvision's own HSV kernels (private; torchvision is pinned in pyproject.toml and
+# tests/test_augment.py checks the batched hue against the public F.adjust_hue).
+from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
+
+from crisscross import paper
+from crisscross.paper import AudioAugSettings, VideoAugSettings
+
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+
+
+# --- parameters ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoAugParams:
+    """Everything random about one video view; identity values mean "not applied"."""
+
+    crop: tuple[int, int, int, int]                     # top, left, height, width in source pixels
+    flip: bool = False
+    jitter: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation factors; hue shift
+    jitter_order: tuple[int, int, int, int] = (0, 1, 2, 3)  # indices into JITTER_OPS
+    grayscale: bool = False
+    blur_sigma: float | None = None                     # None: no blur
+    cutout: tuple[int, int, int] | None = None          # top, left, side in output pixels
+
+    @classmethod
+    def identity(cls, height: int, width: int) -> "VideoAugParams":
+        """Whole frame resized, nothing else (for tests and backend parity checks)."""
+        return cls(crop=(0, 0, height, width))
+
+
+@dataclass(frozen=True)
+class AudioAugParams:
+    """Everything random about one audio view; the defaults mean "not applied"."""
+
+    volume: float = 1.0
+    freq_masks: tuple[tuple[int, int], ...] = ()        # (first mel bin, width) per mask
+    time_masks: tuple[tuple[int, int], ...] = ()        # (first step, width) per mask
+    crop: tuple[int, int, int, int] | None = None       # top, left, height, width on the canvas
+    time_warp: tuple[int, int] | None = None            # (centre step, its new position)
+
+
+def _random_resized_crop_box(rng: np.random.Generator, height: int, width: int,
+                             scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params with a NumPy generator."""
+    area = height * width
+    log_ratio = np.log(ratio)
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(*log_ratio))
+        w = int(round(np.sqrt(target * aspect)))
+        h = int(round(np.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    # fallback: the largest centre crop within the ratio range
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def draw_video_params(rng: np.random.Generator, height: int, width: int,
+                      settings: VideoAugSettings = paper.VIDEO_AUG) -> VideoAugParams:
+    """Draw one video view's parameters for frames of ``height`` x ``width`` pixels."""
+    s = settings
+    crop = _random_resized_crop_box(rng, height, width, s.crop_scale, s.crop_ratio)
+    flip = bool(rng.random() < s.flip_p)
+    jitter, order = (1.0, 1.0, 1.0, 0.0), (0, 1, 2, 3)
+    if rng.random() < s.jitter_p:
+        jitter = (float(rng.uniform(max(0.0, 1 - s.brightness), 1 + s.brightness)),
+                  float(rng.uniform(max(0.0, 1 - s.contrast), 1 + s.contrast)),
+                  float(rng.uniform(max(0.0, 1 - s.saturation), 1 + s.saturation)),
+                  float(rng.uniform(-s.hue, s.hue)))
+        order = tuple(int(i) for i in rng.permutation(4))
+    grayscale = bool(rng.random() < s.grayscale_p)
+    blur = float(rng.uniform(*s.blur_sigma)) if rng.random() < s.blur_p else None
+    cutout = None
+    if rng.random() < s.cutout_p and s.cutout_max_size > 0:
+        side = int(rng.integers(1, s.cutout_max_size + 1))
+        cutout = (int(rng.integers(0, s.crop_size - side + 1)),
+                  int(rng.integers(0, s.crop_size - side + 1)), side)
+    return VideoAugParams(crop, flip, jitter, order, grayscale, blur, cutout)
+
+
+def draw_audio_params(rng: np.random.Generator, n_mels: int = 80, n_steps: int = 201,
+                      settings: AudioAugSettings = paper.AUDIO_AUG) -> AudioAugParams:
+    """Draw one audio view's parameters for a ``n_mels`` x ``n_steps`` log-mel."""
+    s = settings
+    volume = float(rng.uniform(*s.volume))
+    warp = None
+    if s.time_warp and n_steps > 2 * s.time_warp_window:
+        w = s.time_warp_window
+        centre = int(rng.integers(w, n_steps - w))
+        warp = (centre, int(rng.integers(centre - w, centre + w)) + 1)
+
+    def masks(count: int, max_width: int, size: int) -> tuple[tuple[int, int], ...]:
+        out = []
+        for _ in range(count):
+            width = int(rng.integers(0, max_width))          # randint[0, max)
+            out.append((int(rng.integers(0, size - width + 1)), width))
+        return tuple(out)
+
+    freq = masks(s.freq_masks, s.freq_mask_max, n_mels)
+    time = masks(s.time_masks, s.time_mask_max, n_steps)
+    crop = None
+    if rng.random() < s.crop_p:
+        canvas_h, canvas_w = int(s.crop_canvas[0] * n_mels), int(s.crop_canvas[1] * n_steps)
+        h = int(np.clip(int(rng.uniform(*s.crop_scale) * n_mels), 1, canvas_h))
+        w = int(np.clip(int(rng.uniform(*s.crop_scale) * n_steps), 1, canvas_w))
+        crop = (int(rng.integers(0, canvas_h - h + 1)), int(rng.integers(0, canvas_w - w + 1)), h, w)
+    return AudioAugParams(volume, freq, time, crop, warp)
+
+
+# --- video ---------------------------------------------------------------------------------------
+def _channels_first(frames: torch.Tensor) -> torch.Tensor:
+    """[T, H, W, 3] -> [T, 3, H, W]; [T, 3, H, W] passes through."""
+    if frames.ndim != 4:
+        raise ValueError(f"expected frames [T, H, W, 3] or [T, 3, H, W], got shape {tuple(frames.shape)}")
+    return frames.permute(0, 3, 1, 2) if frames.shape[-1] == 3 and frames.shape[1] != 3 else frames
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's luma on [..., 3, H, W] -> [..., 1, H, W]."""
+    r, g, b = x.unbind(dim=-3)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
+
+
+def _per_clip(values: Sequence[float], x: torch.Tensor) -> torch.Tensor:
+    """Per-clip scalars shaped to broadcast over [N, T, C, H, W]."""
+    return torch.tensor(values, dtype=x.dtype).to(x.device, non_blocking=True).view(-1, 1, 1, 1, 1)
+
+
+def _jitter_op(op: int, x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """One colour jitter op on clips x [n, T, 3, H, W] with per-clip factors f [n, 1, 1, 1, 1]."""
+    if op == 0:
+        return (x * f).clamp(0, 1)
+    if op == 1:
+        mean = _gray(x).mean(dim=(-3, -2, -1), keepdim=True)
+        return (f * x + (1 - f) * mean).clamp(0, 1)
+    if op == 2:
+        return (f * x + (1 - f) * _gray(x)).clamp(0, 1)
+    hsv = _rgb_to_hsv(x)
+    h, s, v = hsv.unbind(dim=-3)
+    h = (h + f.squeeze(-3)).remainder(1.0)
+    return _hsv_to_rgb(torch.stack((h, s, v), dim=-3))
+
+
+def _color_jitter(x: torch.Tensor, params: Sequence[VideoAugParams]) -> torch.Tensor:
+    """Each clip's jitter in its own order; clips sharing the op at a position run batched."""
+    for position in range(4):
+        for op in range(4):
+            idx = [i for i, p in enumerate(params) if p.jitter_order[position] == op
+                   and p.jitter[op] != (0.0 if op == 3 else 1.0)]
+            if idx:
+                sel = torch.tensor(idx, device=x.device)
+                x[sel] = _jitter_op(op, x[sel], _per_clip([params[i].jitter[op] for i in idx], x))
+    return x
+
+
+def _gaussian_blur(x: torch.Tensor, sigmas: Sequence[float], kernel: int) -> torch.Tensor:
+    """Separable gaussian blur of clips x [n, T, 3, H, W], one sigma per clip (torchvision's
+    kernel: exp(-u^2 / (2 sigma^2)) on u = -(k-1)/2 .. (k-1)/2, normalised; reflect padding)."""
+    n, t, c, h, w = x.shape
+    u = torch.linspace(-(kernel - 1) / 2, (kernel - 1) / 2, kernel, dtype=x.dtype).to(x.device)
+    sigma = torch.tensor(sigmas, dtype=x.dtype).to(x.device).view(-1, 1)
+    k1d = torch.softmax(-0.5 * (u / sigma) ** 2, dim=1)               # [n, k]
+    weight = k1d.repeat_interleave(t * c, dim=0)                       # one filter per plane
+    planes = nnf.pad(x.reshape(1, n * t * c, h, w), [kernel // 2] * 4, mode="reflect")
+    planes = nnf.conv2d(planes, weight.view(-1, 1, 1, kernel), groups=n * t * c)
+    planes = nnf.conv2d(planes, weight.view(-1, 1, kernel, 1), groups=n * t * c)
+    return planes.view(n, t, c, h, w)
+
+
+def _cutout(x: torch.Tensor, boxes: Sequence[tuple[int, int, int] | None]) -> torch.Tensor:
+    """Fill one square per clip (all frames) with the per-channel mean of the clip's first frame."""
+    n, _, _, h, w = x.shape
+    box = torch.tensor([b or (0, 0, 0) for b in boxes]).to(x.device, non_blocking=True)
+    top, left, side = box[:, 0, None], box[:, 1, None], box[:, 2, None]
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    in_rows = (rows >= top) & (rows < top + side)                      # [n, h]
+    in_cols = (cols >= left) & (cols < left + side)                    # [n, w]
+    mask = (in_rows[:, :, None] & in_cols[:, None, :]).view(n, 1, 1, h, w)
+    fill = x[:, 0].mean(dim=(-2, -1)).view(n, 1, 3, 1, 1)
+    return torch.where(mask, fill, x)
+
+
+def _normalise(x: torch.Tensor, settings: VideoAugSettings) -> torch.Tensor:
+    """ImageNet normalisation of [N, T, 3, H, W] -> [N, 3, T, H, W]."""
+    mean = torch.tensor(settings.mean, dtype=x.dtype).to(x.device).view(1, 1, 3, 1, 1)
+    std = torch.tensor(settings.std, dtype=x.dtype).to(x.device).view(1, 1, 3, 1, 1)
+    return ((x - mean) / std).permute(0, 2, 1, 3, 4).contiguous()
+
+
+def augment_video_batch(clips: Sequence[torch.Tensor], params: Sequence[VideoAugParams],
+                        settings: VideoAugSettings = paper.VIDEO_AUG) -> torch.Tensor:
+    """Augment N views at once: uint8 frames ([T, H, W, 3] or [T, 3, H, W], sizes may differ
+    between clips) with one parameter set each -> float32 [N, 3, T, S, S] on the clips' device."""
+    size = [settings.crop_size, settings.crop_size]
+    crops = [F.resized_crop(_channels_first(c), *p.crop, size=size, antialias=True)
+             for c, p in zip(clips, params)]
+    x = F.to_dtype(torch.stack(crops), torch.float32, scale=True)      # [N, T, 3, S, S]
+    flips = [i for i, p in enumerate(params) if p.flip]
+    if flips:
+        x[flips] = x[flips].flip(-1)
+    x = _color_jitter(x, params)
+    grays = [i for i, p in enumerate(params) if p.grayscale]
+    if grays:
+        x[grays] = _gray(x[grays]).expand(-1, -1, 3, -1, -1)
+    blurs = [i for i, p in enumerate(params) if p.blur_sigma is not None]
+    if blurs:
+        x[blurs] = _gaussian_blur(x[blurs], [params[i].blur_sigma for i in blurs], settings.blur_kernel)
+    if any(p.cutout for p in params):
+        x = _cutout(x, [p.cutout for p in params])
+    return _normalise(x, settings)
+
+
+def augment_video(frames: torch.Tensor, params: VideoAugParams,
+                  settings: VideoAugSettings = paper.VIDEO_AUG) -> torch.Tensor:
+    """Augment one view: uint8 frames [T, H, W, 3] (or [T, 3, H, W]) -> float32 [3, T, S, S]."""
+    return augment_video_batch([frames], [params], settings)[0]
+
+
+def eval_video_batch(clips: Sequence[torch.Tensor], settings: VideoAugSettings = paper.VIDEO_AUG,
+                     resize: int = paper.EVAL_RESIZE) -> torch.Tensor:
+    """No augmentation: resize the short side to ``resize``, centre crop, normalise -> [N, 3, T, S, S]."""
+    out = [F.center_crop(F.resize(_channels_first(c), [resize], antialias=True),
+                         [settings.crop_size, settings.crop_size]) for c in clips]
+    return _normalise(F.to_dtype(torch.stack(out), torch.float32, scale=True), settings)
+
+
+def eval_video(frames: torch.Tensor, settings: VideoAugSettings = paper.VIDEO_AUG,
+               resize: int = paper.EVAL_RESIZE) -> torch.Tensor:
+    """Evaluation transform of one clip: uint8 frames -> float32 [3, T, S, S]."""
+    return eval_video_batch([frames], settings, resize)[0]
+
+
+# --- audio ---------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=16)
+def _mel_tools(settings: AudioAugSettings, sample_rate: int, device: torch.device):
+    window = torch.hann_window(settings.n_fft, periodic=True, device=device)   # librosa's "hann"
+    fbank = torchaudio.functional.melscale_fbanks(
+        settings.n_fft // 2 + 1, settings.f_min, settings.f_max, settings.n_mels, sample_rate,
+        norm="slaney", mel_scale="slaney").to(device)                          # [freqs, mels]
+    return window, fbank.T.contiguous()
+
+
+def logmel(wave: torch.Tensor, settings: AudioAugSettings = paper.AUDIO_AUG,
+           sample_rate: int = paper.SAMPLE_RATE) -> torch.Tensor:
+    """Normalised log-mel of float waves [..., N] -> [..., n_mels, N // hop + 1].
+
+    STFT (n_fft, periodic Hann of n_fft, hop, centred with reflect padding), power 2, Slaney mel
+    filterbank with Slaney norm (as librosa), natural log(mel + eps), global normalisation.
+    """
+    window, fbank = _mel_tools(settings, sample_rate, wave.device)
+    lead = wave.shape[:-1]
+    spec = torch.stft(wave.reshape(-1, wave.shape[-1]).float(), settings.n_fft, settings.hop_length,
+                      settings.n_fft, window, center=True, pad_mode="reflect", return_complex=True)
+    mel = fbank @ (spec.real ** 2 + spec.imag ** 2)
+    out = (torch.log(mel + settings.log_eps) - settings.norm_mean) / settings.norm_std
+    return out.reshape(*lead, *out.shape[-2:])
+
+
+def _time_warp(spec: torch.Tensor, centre: int, new_centre: int) -> torch.Tensor:
+    """SpecAugment time warp of [C, F, T]: stretch [0, centre) to new_centre steps, squeeze the rest."""
+    f, t = spec.shape[-2:]
+    left = nnf.interpolate(spec[None, :, :, :centre], (f, new_centre), mode="bicubic", align_corners=False)
+    right = nnf.interpolate(spec[None, :, :, centre:], (f, t - new_centre), mode="bicubic", align_corners=False)
+    return torch.cat([left, right], dim=-1)[0]
+
+
+def _masks(spec: torch.Tensor, params: Sequence[AudioAugParams]) -> torch.Tensor:
+    """Frequency and time masks of [N, 1, F, T], filled with each spectrogram's mean."""
+    n, _, f, t = spec.shape
+
+    def band(ranges: Sequence[tuple[tuple[int, int], ...]], size: int) -> torch.Tensor:
+        count = max((len(r) for r in ranges), default=0)
+        if count == 0:
+            return torch.zeros(n, size, dtype=torch.bool, device=spec.device)
+        box = torch.tensor([list(r) + [(0, 0)] * (count - len(r)) for r in ranges])
+        box = box.to(spec.device, non_blocking=True)                    # [n, count, 2]
+        pos = torch.arange(size, device=spec.device).view(1, 1, -1)
+        inside = (pos >= box[..., :1]) & (pos < box[..., :1] + box[..., 1:])
+        return inside.any(dim=1)                                         # [n, size]
+
+    freq = band([p.freq_masks for p in params], f)
+    time = band([p.time_masks for p in params], t)
+    mask = (freq[:, :, None] | time[:, None, :]).view(n, 1, f, t)
+    return torch.where(mask, spec.mean(dim=(-3, -2, -1), keepdim=True), spec)
+
+
+def _spec_crop(spec: torch.Tensor, crop: tuple[int, int, int, int], canvas: tuple[float, float]) -> torch.Tensor:
+    """BYOL-A RandomResizeCrop of [C, F, T] with a given box on the zero canvas."""
+    c, f, t = spec.shape
+    ch, cw = int(canvas[0] * f), int(canvas[1] * t)
+    board = spec.new_zeros(c, ch, cw)
+    y, x = (ch - f) // 2, (cw - t) // 2
+    board[:, y:y + f, x:x + t] = spec
+    top, left, h, w = crop
+    patch = board[None, :, top:top + h, left:left + w]
+    return nnf.interpolate(patch, (f, t), mode="bicubic", align_corners=True)[0]
+
+
+def augment_audio_batch(waves: torch.Tensor, params: Sequence[AudioAugParams],
+                        settings: AudioAugSettings = paper.AUDIO_AUG,
+                        sample_rate: int = paper.SAMPLE_RATE) -> torch.Tensor:
+    """Augment N audio views: float waves [N, samples] in [-1, 1] -> [N, 1, n_mels, steps]."""
+    gain = torch.tensor([p.volume for p in params], dtype=torch.float32).to(waves.device).view(-1, 1)
+    spec = logmel(waves.float() * gain, settings, sample_rate).unsqueeze(1)
+    if any(p.time_warp for p in params):
+        spec = torch.stack([_time_warp(s, *p.time_warp) if p.time_warp else s for s, p in zip(spec, params)])
+    spec = _masks(spec, params)
+    if any(p.crop for p in params):
+        spec = torch.stack([_spec_crop(s, p.crop, settings.crop_canvas) if p.crop else s
+                            for s, p in zip(spec, params)])
+    return spec
+
+
+def augment_audio(wave: torch.Tensor, params: AudioAugParams, settings: AudioAugSettings = paper.AUDIO_AUG,
+                  sample_rate: int = paper.SAMPLE_RATE) -> torch.Tensor:
+    """Augment one audio view: float wave [N] -> [1, n_mels, steps]."""
+    return augment_audio_batch(wave.reshape(1, -1), [params], settings, sample_rate)[0]
+
+
+def eval_audio(wave: torch.Tensor, settings: AudioAugSettings = paper.AUDIO_AUG,
+               sample_rate: int = paper.SAMPLE_RATE) -> torch.Tensor:
+    """No augmentation: float wave [..., N] -> log-mel [..., 1, n_mels, steps]."""
+    return logmel(wave, settings, sample_rate).unsqueeze(-3)
