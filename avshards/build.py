@@ -269,12 +269,17 @@ def _write_outputs(out: str, shards: list[ShardResult], items: Sequence[SourceIt
                    build_info: dict[str, Any], report: BuildReport) -> None:
     """manifest.json and failures.jsonl: deterministic (no times), so rebuilds are byte-identical."""
     labels = sorted({it.label for it in items if it.label is not None})
+    counts: dict[str, int] = {}
+    for r in shards:
+        for label, n in r.label_counts.items():
+            counts[label] = counts.get(label, 0) + n
     manifest = {
         "schema": "avshards.manifest", "schema_version": SCHEMA_VERSION,
         "shards": [r.entry() for r in shards],
         "num_shards": len(shards), "num_samples": report.num_samples, "num_videos": report.num_videos,
         "num_failed": report.num_failed, "num_bytes": report.num_bytes,
-        "seconds": round(report.media_seconds, 3),
+        "num_with_audio": sum(r.num_with_audio for r in shards), "seconds": round(report.media_seconds, 3),
+        "label_counts": counts,
         "labels": labels, "label_map": {label: i for i, label in enumerate(labels)},
         "fps": FPS, "sample_rate": SAMPLE_RATE, "build": build_info,
     }

@@ -16,6 +16,114 @@ def main() -> None:
     """
 
 
+# build / inspect / verify / preview ------------------------------------------------------------
+def _fail(message: str, code: int = 2) -> None:
+    """A user error: one sentence on stderr, no traceback."""
+    click.echo(f"Error: {message}", err=True)
+    raise SystemExit(code)
+
+
+@main.command("build")
+@click.option("--src", required=True, help="Videos: a folder (class folders = labels), a Kinetics or "
+              "path,label[,start,end] CSV, a list file, or a quoted glob.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the shards, "
+              "their .idx files, manifest.json and failures.jsonl.")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Folder that relative paths in a CSV/list (and Kinetics ids) resolve against "
+                   "[default: the CSV's folder].")
+@click.option("--short-side", default=128, show_default=True, help="Frame short side in pixels (even).")
+@click.option("--quality", default=5, show_default=True, help="JPEG quality as ffmpeg -q:v: 2 best .. 31 worst.")
+@click.option("--clip-seconds", default=10.0, show_default=True,
+              help="Longer sources are cut into consecutive clips of at most this length.")
+@click.option("--videos-per-shard", default=256, show_default=True,
+              help="Videos per shard (one shard = one unit of parallel, resumable work).")
+@click.option("--workers", default=None, type=int, help="Worker processes [default: all cores].")
+@click.option("--timeout", default=600.0, show_default=True,
+              help="Seconds allowed per video for ffprobe and for ffmpeg; a hung file fails.")
+@click.option("--overwrite", is_flag=True, help="Rebuild shards that already exist instead of skipping them.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def build_command(src, out, root, short_side, quality, clip_seconds, videos_per_shard, workers, timeout,
+                  overwrite, quiet) -> None:
+    """Transcode videos into shards: 16 fps JPEG frames + 16 kHz mono audio per clip.
+
+    A killed build, run again, skips the finished shards; failing videos are listed in
+    failures.jsonl and the build goes on. Exits non-zero only when nothing could be built.
+    """
+    from avshards.build import BuildError, build
+    from avshards.sources import SourceError
+    from avshards.transcode import MissingFFmpeg
+
+    try:
+        report = build(src, out, root=root, short_side=short_side, quality=quality, clip_seconds=clip_seconds,
+                       videos_per_shard=videos_per_shard, workers=workers, timeout=timeout,
+                       overwrite=overwrite, progress=not quiet)
+    except (BuildError, SourceError, MissingFFmpeg) as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; run the same command again to resume (finished shards in {out} are kept).", 130)
+    for failure in report.failures[:10]:
+        click.echo(f"failed: {failure['source']}: {failure['reason']}", err=True)
+    if report.num_failed > 10:
+        click.echo(f"... {report.num_failed - 10} more in {out}/failures.jsonl", err=True)
+    click.echo(report.summary())
+    if report.num_samples == 0:
+        _fail(f"no clip could be built from {src}; see the reasons above.", 1)
+
+
+@main.command("inspect")
+@click.argument("shards")
+def inspect_command(shards) -> None:
+    """Summarise SHARDS (a folder or brace pattern): clips, hours, labels, audio share, size."""
+    from avshards.inspect import summarize
+
+    if not _exists(shards):
+        _fail(f"{shards} has no shards; give the --out folder of `avshards build`.")
+    click.echo(summarize(shards).table())
+
+
+@main.command("verify")
+@click.argument("shards")
+def verify_command(shards) -> None:
+    """Decode every frame and audio sample in SHARDS and check each json against its content."""
+    from avshards.inspect import verify
+
+    if not _exists(shards):
+        _fail(f"{shards} has no shards; give the --out folder of `avshards build`.")
+    problems = 0
+    for where, problem in verify(shards):
+        problems += 1
+        click.echo(f"{where}: {problem}")
+    if problems:
+        _fail(f"{problems} problem(s) found in {shards}.", 1)
+    click.echo(f"ok: every clip in {shards} decodes and matches its json")
+
+
+@main.command("preview")
+@click.argument("shards")
+@click.option("--out", default="preview.png", show_default=True, help="PNG file to write.")
+@click.option("--clips", default=4, show_default=True, help="Clips (rows) to show.")
+@click.option("--frames", default=6, show_default=True, help="Frames per row, evenly spaced over the clip.")
+def preview_command(shards, out, clips, frames) -> None:
+    """Write a contact sheet of SHARDS: frames and a log-mel image for the first few clips."""
+    from avshards.inspect import preview
+
+    if not _exists(shards):
+        _fail(f"{shards} has no shards; give the --out folder of `avshards build`.")
+    click.echo(f"wrote {preview(shards, out, clips=clips, frames=frames)}")
+
+
+def _exists(shards: str) -> bool:
+    import os
+
+    from avshards.reader import shard_urls
+
+    try:
+        urls = shard_urls(shards)
+    except OSError:
+        return False
+    return bool(urls) and ("://" in shards or all(os.path.exists(u) for u in urls))
+
+
 # Commands are registered explicitly, one line each, below.
 from avshards.indexing import index_command  # noqa: E402
 main.add_command(index_command)

@@ -56,13 +56,24 @@ class ShardResult:
     num_bytes: int = 0
     num_videos: int = 0
     seconds: float = 0.0
+    num_with_audio: int = 0
+    label_counts: dict[str, int] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
     video_indices: list[int] = field(default_factory=list)   # videos with clips in the shard
 
     def entry(self) -> dict[str, Any]:
         """The manifest entry (``name`` and ``num_samples`` are what readers rely on)."""
         return {"name": self.name, "num_samples": self.num_samples, "num_bytes": self.num_bytes,
-                "num_videos": self.num_videos, "seconds": round(self.seconds, 3)}
+                "num_videos": self.num_videos, "num_with_audio": self.num_with_audio,
+                "seconds": round(self.seconds, 3)}
+
+    def add_clip(self, meta: dict[str, Any]) -> None:
+        """Count one clip (from its json)."""
+        self.num_samples += 1
+        self.seconds += clip_duration(meta)
+        self.num_with_audio += bool(meta["has_audio"])
+        label = meta.get("label") or ""
+        self.label_counts[label] = self.label_counts.get(label, 0) + 1
 
 
 class Progress(Protocol):
@@ -132,9 +143,8 @@ def scan_shard(path: str) -> ShardResult:
         for member in tar:
             if member.isreg() and member.name.endswith(".json"):
                 meta = json.load(tar.extractfile(member))
-                result.num_samples += 1
+                result.add_clip(meta)
                 videos.add(meta.get("video_index"))
-                result.seconds += clip_duration(meta)
     result.num_videos = len(videos)
     result.video_indices = sorted(videos)
     return result
@@ -163,8 +173,7 @@ def build_shard(spec: ShardSpec, progress: Progress | None = None) -> ShardResul
                                     quality=o.quality, timeout=o.timeout)
                     for sample in cut_clips(dec, item, video_index, o):
                         sink.write(sample)
-                        result.num_samples += 1
-                        result.seconds += clip_duration(json.loads(sample["json"]))
+                        result.add_clip(json.loads(sample["json"]))
                     result.num_videos += 1
                     result.video_indices.append(video_index)
                 except TranscodeError as err:
