@@ -1,0 +1,534 @@
+"""The DALI augmentation backend: JPEG decode, temporally consistent video augmentation, volume
+jitter, log-mel, SpecAugment and the spectrogram crop, defined once for the GPU and the CPU.
+
+One pipeline definition, :func:`two_view_pipeline`, with a ``device`` switch: ``"gpu"`` decodes
+with nvJPEG (``decoders.image(device="mixed")``) and runs every operator on the device;
+``"cpu"`` (``device_id=None``) runs the same graph on CPU operators, so CI tests the production
+definition. Settings come from :data:`crisscross.paper.VIDEO_AUG` / :data:`~crisscross.paper.AUDIO_AUG`,
+the table the torch backend (:mod:`crisscross.data.augment`) reads too.
+
+Parameters are either **drawn** inside DALI (``params="draw"``: ``fn.random.*``, one draw per view
+applied to every frame of the view, so a view is temporally consistent) or **injected**
+(``params="inject"``: fed per view through ``external_source``; tests inject the torch backend's
+parameters to check parity, and a loader can inject parameters drawn from (seed, epoch, key) for
+an exact resume). The injected parameters of one view (fed as ``v1_crop``, ``a2_masks``, ...):
+
+================  ==========================================================================
+video ``crop``    float32 [y, x, h, w]: crop box in source pixels, resized to ``crop_size``^2
+video ``flip``    int32 0/1: horizontal flip
+video ``jitter``  float32 [brightness, contrast, saturation, hue] factors (1, 1, 1, 0 = none)
+video ``order``   int32[4]: order of the jitter ops (0 brightness, 1 contrast, 2 saturation, 3 hue)
+video ``gray``    int32 0/1: grayscale
+video ``sigma``   float32: gaussian blur sigma (0 = no blur), window ``blur_kernel``
+video ``cutout``  float32 [y, x, size]: square hole filled with the first frame's mean (size 0 = none)
+audio ``volume``  float32: gain applied to the waveform before the spectrogram
+audio ``masks``   float32 [start, width] * (freq_masks + time_masks): frequency masks, then time masks
+audio ``crop``    float32 [i, j, h, w]: BYOL-A crop box on the zero canvas (spectrogram centred)
+================  ==========================================================================
+
+Feeding: :class:`DaliAugmenter` takes per-clip selections (the 16 JPEGs and two audio slices that
+DataLoader workers chose after doing the I/O) and returns the trainer's batch dict;
+:class:`DaliShardLoader` reads shards with DALI's own ``readers.webdataset`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Sequence
+from itertools import permutations
+import numpy as np
+import torch
+
+from crisscross import paper
+
+INSTALL_HINT = ("the DALI backend needs NVIDIA DALI: pip install 'crisscross-av[dali]' "
+                "(nvidia-dali-cuda130, matching torch's CUDA 13; nvidia-dali-cuda120 for CUDA 12).")
+VIEWS = ("1", "2")
+VIDEO_PARAMS = ("crop", "flip", "jitter", "order", "gray", "sigma", "cutout")
+AUDIO_PARAMS = ("volume", "masks", "crop")
+OUTPUTS = ("v1", "v2", "a1", "a2")
+GRAY_WEIGHTS = (0.2989, 0.587, 0.114)           # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
+JITTER_ORDERS = [list(p) for p in permutations(range(4))]
+
+
+def require_dali():
+    """Import ``nvidia.dali`` or raise ImportError with the one-sentence install instruction."""
+    try:
+        import nvidia.dali as dali
+    except ImportError:
+        raise ImportError(INSTALL_HINT) from None
+    return dali
+
+
+def audio_steps(audio_samples: int, s: paper.AudioAugSettings = paper.AUDIO_AUG) -> int:
+    """Spectrogram frames of a centred STFT: 32000 samples -> 201."""
+    return audio_samples // s.hop_length + 1
+
+
+# --- parameters drawn by DALI ------------------------------------------------------------------
+def _uniform(low: float, high: float):
+    from nvidia.dali import fn
+
+    return fn.random.uniform(range=[float(low), float(high)])
+
+
+def _randint(low, high):
+    """Uniform integer in [low, high) per sample, as float; the bounds may be DataNodes."""
+    import nvidia.dali.math as dmath
+
+    return dmath.floor(low + _uniform(0.0, 1.0) * (high - low))
+
+
+def _coin(p: float):
+    """0.0 / 1.0 per sample, 1.0 with probability ``p``."""
+    from nvidia.dali import fn, types
+
+    return fn.cast(fn.random.coin_flip(probability=float(p)), dtype=types.FLOAT)
+
+
+def _int(x):
+    from nvidia.dali import fn, types
+
+    return fn.cast(x, dtype=types.INT32)
+
+
+def draw_video_params(s: paper.VideoAugSettings) -> dict:
+    """One view's video parameters drawn with ``fn.random``; ``crop`` is None: the crop is drawn by
+    ``fn.random_resized_crop`` (torchvision's algorithm, 10 tries then centre crop)."""
+    from nvidia.dali import fn
+
+    on = _coin(s.jitter_p)
+    factors = [1.0 + on * (_uniform(max(0.0, 1 - a), 1 + a) - 1.0)
+               for a in (s.brightness, s.contrast, s.saturation)]
+    which = _int(fn.random.uniform(values=list(range(len(JITTER_ORDERS)))))
+    order = fn.stack(*[fn.lookup_table(which, keys=list(range(len(JITTER_ORDERS))),
+                                       values=[float(o[k]) for o in JITTER_ORDERS]) for k in range(4)])
+    size = _coin(s.cutout_p) * _randint(1, s.cutout_max_size + 1)
+    return dict(crop=None, flip=_int(_coin(s.flip_p)), jitter=fn.stack(*factors, on * _uniform(-s.hue, s.hue)),
+                order=_int(order), gray=_int(_coin(s.grayscale_p)),
+                sigma=_coin(s.blur_p) * _uniform(*s.blur_sigma),
+                cutout=fn.stack(_randint(0, s.crop_size - size + 1), _randint(0, s.crop_size - size + 1), size))
+
+
+def draw_audio_params(s: paper.AudioAugSettings, n_steps: int) -> dict:
+    """One view's audio parameters drawn with ``fn.random`` (SpecAugment widths randint[0, max))."""
+    import nvidia.dali.math as dmath
+    from nvidia.dali import fn
+
+    masks = []
+    for count, max_w, extent in ((s.freq_masks, s.freq_mask_max, s.n_mels),
+                                 (s.time_masks, s.time_mask_max, n_steps)):
+        for _ in range(count):
+            w = _randint(0, max_w)
+            masks += [_randint(0, extent - w + 1), w]
+    canvas_h, canvas_w = canvas_size(s, n_steps)
+    # BYOL-A: h = clip(int(U * 80), 1, canvas_h); i = randint(0, canvas_h - h) inclusive
+    h = dmath.clamp(dmath.floor(_uniform(*s.crop_scale) * s.n_mels), 1.0, float(canvas_h))
+    w = dmath.clamp(dmath.floor(_uniform(*s.crop_scale) * n_steps), 1.0, float(canvas_w))
+    i, j = _randint(0, canvas_h - h + 1), _randint(0, canvas_w - w + 1)
+    on = _coin(s.crop_p)   # off: the box of the spectrogram itself on the canvas = identity
+    i = on * i + (1 - on) * ((canvas_h - s.n_mels) // 2)
+    j = on * j + (1 - on) * ((canvas_w - n_steps) // 2)
+    h, w = on * h + (1 - on) * s.n_mels, on * w + (1 - on) * n_steps
+    return dict(volume=_uniform(*s.volume), masks=fn.stack(*masks), crop=fn.stack(i, j, h, w))
+
+
+def canvas_size(s: paper.AudioAugSettings, n_steps: int) -> tuple[int, int]:
+    """BYOL-A's virtual crop canvas: (80, 301) for 80 x 201 and crop_canvas (1.0, 1.5)."""
+    return int(s.n_mels * s.crop_canvas[0]), int(n_steps * s.crop_canvas[1])
+
+
+def inject_params(prefix: str, names: Sequence[str]) -> dict:
+    """``external_source`` nodes named ``prefix + name`` (e.g. ``v1_crop``), fed by the caller."""
+    from nvidia.dali import fn
+
+    return {n: fn.external_source(name=f"{prefix}{n}") for n in names}
+
+
+# --- video --------------------------------------------------------------------------------------
+def _dev(node, device: str):
+    """Parameters live on the CPU; arithmetic with device data needs them on the device."""
+    return node.gpu() if device == "gpu" else node
+
+
+def _layout(x, layout: str):
+    """Arithmetic drops the layout; operators after it (and conditional merges) need it back."""
+    from nvidia.dali import fn
+
+    return fn.reshape(x, layout=layout)
+
+
+def _gray(x):
+    """Luma of each pixel of an FHWC float sequence, as F x H x W x 1."""
+    from nvidia.dali import fn
+
+    return fn.expand_dims(sum(w * x[:, :, :, c] for c, w in enumerate(GRAY_WEIGHTS)), axes=[3])
+
+
+def _hue_shift(x, hue):
+    """Shift the HSV hue by ``hue`` turns as torchvision's adjust_hue (value and saturation kept).
+
+    Closed form without branches, so it fuses into one DALI arithmetic kernel:
+    RGB_k = V - C * clamp(min(n_k, 4 - n_k), 0, 1), n_k = (k + 6 H) mod 6, k = 5, 3, 1.
+    """
+    import nvidia.dali.math as dmath
+    from nvidia.dali import fn
+
+    r, g, b = x[:, :, :, 0], x[:, :, :, 1], x[:, :, :, 2]
+    hi, lo = dmath.max(r, dmath.max(g, b)), dmath.min(r, dmath.min(g, b))
+    c = hi - lo
+    safe = c + (c == 0.0)                                   # gray pixels: hue 0, no 0/0
+    is_r = hi == r
+    is_g = (hi == g) & (hi != r)
+    is_b = (hi != r) & (hi != g)
+    h6 = is_r * ((g - b) / safe) + is_g * ((b - r) / safe + 2.0) + is_b * ((r - g) / safe + 4.0) + 6.0 * hue
+    out = []
+    for k in (5.0, 3.0, 1.0):
+        n = k + h6
+        n = n - 6.0 * dmath.floor(n / 6.0)
+        out.append(hi - c * dmath.clamp(dmath.min(n, 4.0 - n), 0.0, 1.0))
+    return fn.stack(*out, axis=3)
+
+
+def _jitter(x, op: int, factor):
+    """torchvision's adjust_brightness / contrast / saturation / hue on floats in [0, 255]."""
+    import nvidia.dali.math as dmath
+    from nvidia.dali import fn
+
+    if op == 0:
+        y = dmath.clamp(x * factor, 0.0, 255.0)
+    elif op == 1:    # blend with the mean luma of each frame, as torchvision on a [T, C, H, W] video
+        mean = fn.reductions.mean(_gray(x), axes=[1, 2, 3], keep_dims=True)
+        y = dmath.clamp((x - mean) * factor + mean, 0.0, 255.0)
+    elif op == 2:
+        gray = _gray(x)
+        y = dmath.clamp((x - gray) * factor + gray, 0.0, 255.0)
+    else:
+        y = _hue_shift(x, factor)
+    return _layout(y, "FHWC")
+
+
+def _fill_box(x, anchor, shape, axis_names: str, fill, layout: str):
+    """``x`` with the box(es) set to ``fill`` (a device tensor, so erase's CPU-only fill_value
+    cannot take it): erase on a tensor of ones gives the mask, one multiply-add applies it."""
+    from nvidia.dali import fn
+
+    keep = fn.erase(_layout(x * 0.0 + 1.0, layout), anchor=anchor, shape=shape, axis_names=axis_names,
+                    fill_value=0.0)
+    return _layout(x * keep + (1.0 - keep) * fill, layout)
+
+
+def _eval_box(jpeg0, s: paper.VideoAugSettings):
+    """ROI of torchvision's Resize(short side EVAL_RESIZE) + CenterCrop(crop_size), in source pixels."""
+    import nvidia.dali.math as dmath
+    from nvidia.dali import fn, types
+
+    shape = fn.cast(fn.peek_image_shape(jpeg0), dtype=types.FLOAT)          # H, W, C
+    height, width = shape[0], shape[1]
+    wide = height <= width
+    short = paper.EVAL_RESIZE
+    rh = wide * short + (1 - wide) * dmath.floor(short * height / width)    # int(128 * long / short)
+    rw = wide * dmath.floor(short * width / height) + (1 - wide) * short
+
+    def round_half_even(v):                                  # Python's round(), as torchvision
+        r = dmath.floor(v + 0.5)
+        tie = (v + 0.5) == r
+        return r - tie * (r - 2.0 * dmath.floor(r / 2.0))
+
+    top, left = round_half_even((rh - s.crop_size) / 2.0), round_half_even((rw - s.crop_size) / 2.0)
+    sy, sx = height / rh, width / rw
+    return (fn.stack(top * sy, left * sx),
+            fn.stack((top + s.crop_size) * sy, (left + s.crop_size) * sx))
+
+
+def augment_video(jpegs: list, p: dict | None, s: paper.VideoAugSettings, device: str):
+    """Decode a view's JPEG nodes and augment them as one sequence (``p=None``: eval transform).
+
+    Returns a float DataNode [3, T, S, S] normalised with the table's mean and std.
+    """
+    from nvidia.dali import fn, types
+
+    decode_device = "mixed" if device == "gpu" else "cpu"
+    seq = fn.stack(*[fn.decoders.image(j, device=decode_device, output_type=types.RGB) for j in jpegs],
+                   axis_name="F")
+    size = [s.crop_size, s.crop_size]
+    if p is None:
+        start, end = _eval_box(jpegs[0], s)
+        x = fn.resize(seq, roi_start=start, roi_end=end, size=size, dtype=types.FLOAT)
+    elif p["crop"] is None:
+        x = fn.cast(fn.random_resized_crop(seq, size=size, random_area=list(s.crop_scale),
+                                           random_aspect_ratio=list(s.crop_ratio)), dtype=types.FLOAT)
+    else:
+        box = p["crop"]
+        x = fn.resize(seq, roi_start=fn.stack(box[0], box[1]),
+                      roi_end=fn.stack(box[0] + box[2], box[1] + box[3]), size=size, dtype=types.FLOAT)
+    if p is not None:
+        x = _augment_frames(x, p, s, device)
+    mean = types.Constant(np.array([255 * m for m in s.mean], np.float32).reshape(1, 1, 1, 3))
+    std = types.Constant(np.array([255 * v for v in s.std], np.float32).reshape(1, 1, 1, 3))
+    return fn.transpose((x - mean) / std, perm=[3, 0, 1, 2])
+
+
+def _augment_frames(x, p: dict, s: paper.VideoAugSettings, device: str):
+    """Flip, jitter in the drawn order, grayscale, blur, cutout: one parameter set for all frames."""
+    from nvidia.dali import fn
+
+    x = fn.flip(x, horizontal=p["flip"])
+    order, factors = p["order"], _dev(p["jitter"], device)
+    for slot in range(4):      # DALI conditionals: each sample takes the branch its order names
+        op = order[slot]
+        if op == 0:
+            x = _jitter(x, 0, factors[0])
+        elif op == 1:
+            x = _jitter(x, 1, factors[1])
+        elif op == 2:
+            x = _jitter(x, 2, factors[2])
+        else:
+            x = _jitter(x, 3, factors[3])
+    if p["gray"] == 1:
+        x = _layout(fn.cat(*[_gray(x)] * 3, axis=3), "FHWC")
+    if p["sigma"] > 0.0:
+        x = fn.gaussian_blur(x, sigma=p["sigma"], window_size=s.blur_kernel)
+    cut = p["cutout"]
+    fill = fn.reductions.mean(x[0:1], axes=[0, 1, 2], keep_dims=True)     # first frame's mean colour
+    return _fill_box(x, fn.stack(cut[0], cut[1]), fn.stack(cut[2], cut[2]), "HW", fill, "FHWC")
+
+
+# --- audio ----------------------------------------------------------------------------------------
+def augment_audio(wave, p: dict | None, s: paper.AudioAugSettings, n_steps: int, device: str):
+    """Volume, log-mel, SpecAugment masks and the spectrogram crop of one view (``p=None``: log-mel
+    only). Returns a float DataNode [1, n_mels, n_steps]."""
+    import nvidia.dali.math as dmath
+    from nvidia.dali import fn, types
+
+    if p is not None:
+        wave = wave * _dev(p["volume"], device)
+    spec = fn.spectrogram(wave, nfft=s.n_fft, window_length=s.n_fft, window_step=s.hop_length,
+                          center_windows=True, reflect_padding=True, power=2)
+    mel = fn.mel_filter_bank(spec, nfilter=s.n_mels, sample_rate=float(paper.SAMPLE_RATE),
+                             freq_low=s.f_min, freq_high=s.f_max, normalize=True, mel_formula="slaney")
+    x = (dmath.log(mel + s.log_eps) - s.norm_mean) / s.norm_std
+    x = fn.reshape(fn.expand_dims(x, axes=[2]), layout="HWC")                 # 80 x T x 1
+    if p is not None:
+        x = _spec_masks(x, p["masks"], s, n_steps)
+        x = _spec_crop(x, p["crop"], s, n_steps)
+    return fn.transpose(x, perm=[2, 0, 1])
+
+
+def _spec_masks(x, masks, s: paper.AudioAugSettings, n_steps: int):
+    """Frequency then time masks, filled with the spectrogram's mean (0 dB would be the loudest)."""
+    from nvidia.dali import fn
+
+    anchor, shape = [], []
+    for k in range(s.freq_masks + s.time_masks):
+        start, width = masks[2 * k], masks[2 * k + 1]
+        if k < s.freq_masks:
+            anchor += [start, 0.0 * start]
+            shape += [width, 0.0 * width + n_steps]
+        else:
+            anchor += [0.0 * start, start]
+            shape += [0.0 * width + s.n_mels, width]
+    fill = fn.reductions.mean(x, keep_dims=True)
+    return _fill_box(x, fn.stack(*anchor), fn.stack(*shape), "HW", fill, "HWC")
+
+
+def _spec_crop(x, box, s: paper.AudioAugSettings, n_steps: int):
+    """BYOL-A RandomResizeCrop: centre the spectrogram on a zero canvas, cut the box, resize it back
+    with bicubic ``align_corners=True`` (emulated with a fractional ROI on DALI's pixel centres)."""
+    from nvidia.dali import fn, types
+
+    canvas_h, canvas_w = canvas_size(s, n_steps)
+    top, left = (canvas_h - s.n_mels) // 2, (canvas_w - n_steps) // 2
+    i, j, h, w = box[0], box[1], box[2], box[3]
+    crop = fn.slice(x, start=_int(fn.stack(i - top, j - left)), shape=_int(fn.stack(h, w)), axis_names="HW",
+                    out_of_bounds_policy="pad", fill_values=0.0)
+    # align_corners: output k samples input k * (h - 1) / (H - 1); DALI samples r0 + (k + .5) * step - .5
+    step_y, step_x = (h - 1.0) / (s.n_mels - 1), (w - 1.0) / (n_steps - 1)
+    y0, x0 = 0.5 - 0.5 * step_y, 0.5 - 0.5 * step_x
+    return fn.resize(crop, roi_start=fn.stack(y0, x0), roi_end=fn.stack(y0 + s.n_mels * step_y, x0 + n_steps * step_x),
+                     size=[s.n_mels, n_steps], interp_type=types.INTERP_CUBIC, antialias=False)
+
+
+# --- the pipeline -----------------------------------------------------------------------------------
+def two_view_graph(jpegs: dict, waves: dict, device: str, params: str, augment: bool,
+                   video: paper.VideoAugSettings, audio: paper.AudioAugSettings, n_steps: int) -> tuple:
+    """The graph shared by both feeding paths: ``jpegs["1"]`` = view 1's JPEG nodes, ``waves["1"]``
+    its waveform node; returns the DataNodes (v1, v2, a1, a2)."""
+    outs = []
+    for v in VIEWS:
+        p = None
+        if augment:
+            p = inject_params(f"v{v}_", VIDEO_PARAMS) if params == "inject" else draw_video_params(video)
+        outs.append(augment_video(jpegs[v], p, video, device))
+    for v in VIEWS:
+        p = None
+        if augment:
+            p = inject_params(f"a{v}_", AUDIO_PARAMS) if params == "inject" else draw_audio_params(audio, n_steps)
+        outs.append(augment_audio(_dev(waves[v], device), p, audio, n_steps, device))
+    return tuple(outs)
+
+
+def two_view_pipeline(batch_size: int, device: str = "gpu", params: str = "draw", augment: bool = True,
+                      video_frames: int = paper.VIDEO_FRAMES,
+                      audio_samples: int = int(paper.AUDIO_SECONDS * paper.SAMPLE_RATE),
+                      video: paper.VideoAugSettings = paper.VIDEO_AUG, audio: paper.AudioAugSettings = paper.AUDIO_AUG,
+                      num_threads: int = 2, seed: int = 0, device_id: int = 0):
+    """The DALI pipeline fed through ``external_source``: ``v1_jpeg0..7``, ``v2_jpeg0..7`` (uint8
+    JPEG bytes), ``a1``/``a2`` (float32 waveforms of ``audio_samples``) and, with
+    ``params="inject"``, the parameters of the module docstring. Outputs v1, v2, a1, a2.
+    ``device="cpu"`` runs on CPU operators (no GPU needed)."""
+    dali = require_dali()
+    from nvidia.dali import fn
+
+    check_choice("device", device, ("gpu", "cpu"))
+    check_choice("params", params, ("draw", "inject"))
+
+    @dali.pipeline_def(enable_conditionals=True)
+    def pipe():
+        jpegs = {v: [fn.external_source(name=f"v{v}_jpeg{i}") for i in range(video_frames)] for v in VIEWS}
+        waves = {v: fn.external_source(name=f"a{v}") for v in VIEWS}
+        return two_view_graph(jpegs, waves, device, params, augment, video, audio, audio_steps(audio_samples, audio))
+
+    return pipe(batch_size=batch_size, num_threads=num_threads, seed=seed,
+                device_id=device_id if device == "gpu" else None, prefetch_queue_depth=1)
+
+
+def check_choice(what: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def to_torch(tensor_list, device: str | torch.device = "cpu") -> torch.Tensor:
+    """A dense DALI TensorList (CPU or GPU) as a torch tensor on ``device``."""
+    from nvidia.dali.backend import TensorListGPU
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    dense = tensor_list.as_tensor()
+    if isinstance(tensor_list, TensorListGPU):      # device to device copy
+        out = torch.empty(dense.shape(), dtype=torch.float32, device=device)
+        feed_ndarray(dense, out)
+        return out
+    return torch.from_numpy(np.array(dense)).to(device)
+
+
+class DaliAugmenter:
+    """Batches of per-clip selections in, the trainer's batch dict out (the external_source path).
+
+    A selection is ``{"jpeg": 2 * video_frames JPEG byte strings (view 1 then view 2), "a1": float32
+    waveform, "a2": ...}``, plus with ``params="inject"`` ``"params": {"v1": {...}, "v2": {...},
+    "a1": {...}, "a2": {...}}`` keyed as in the module docstring. Batches may be smaller than
+    ``batch_size`` (the last one).
+    """
+
+    def __init__(self, batch_size: int, device: str = "cpu", params: str = "draw", augment: bool = True,
+                 video_frames: int = paper.VIDEO_FRAMES, audio_seconds: float = paper.AUDIO_SECONDS,
+                 num_threads: int = 2, seed: int = 0, device_id: int = 0,
+                 video: paper.VideoAugSettings = paper.VIDEO_AUG, audio: paper.AudioAugSettings = paper.AUDIO_AUG):
+        self.video_frames, self.params, self.augment = video_frames, params, augment
+        self.out_device = torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
+        self.pipe = two_view_pipeline(batch_size, device, params, augment, video_frames,
+                                      int(audio_seconds * paper.SAMPLE_RATE), video, audio,
+                                      num_threads, seed, device_id)
+        self.pipe.build()
+
+    def feed(self, clips: Sequence[dict]) -> None:
+        """Hand one batch of selections to the pipeline's external sources."""
+        n = self.video_frames
+        for v, views in enumerate(VIEWS):
+            for i in range(n):
+                self.pipe.feed_input(f"v{views}_jpeg{i}", [np.frombuffer(c["jpeg"][v * n + i], np.uint8) for c in clips])
+            self.pipe.feed_input(f"a{views}", [np.ascontiguousarray(c[f"a{views}"], np.float32) for c in clips])
+        if self.augment and self.params == "inject":
+            for view, names in (("v", VIDEO_PARAMS), ("a", AUDIO_PARAMS)):
+                for v in VIEWS:
+                    for name in names:
+                        dtype = np.int32 if name in ("flip", "order", "gray") else np.float32
+                        self.pipe.feed_input(f"{view}{v}_{name}",
+                                             [np.asarray(c["params"][f"{view}{v}"][name], dtype) for c in clips])
+
+    def __call__(self, clips: Sequence[dict]) -> dict[str, torch.Tensor]:
+        self.feed(clips)
+        return dict(zip(OUTPUTS, (to_torch(t, self.out_device) for t in self.pipe.run())))
+
+
+# --- DALI's own webdataset reader -------------------------------------------------------------------
+class ViewSelector:
+    """``fn.python_function`` body: one clip's json + mjpeg + wav bytes -> 2 * T JPEGs, 2 waveforms.
+
+    This is the CPU-bound step of the reader path: the frames are one mjpeg member whose frame
+    offsets are in the json, so only Python can cut them out (see docs/dali.md for the format
+    change that would make it native). Starts come from :func:`crisscross.data.views.sample_views`
+    with a generator seeded by (seed, key, the number of times this key was seen).
+    """
+
+    def __init__(self, mode: str, seed: int, video_frames: int, audio_samples: int):
+        self.mode, self.seed, self.video_frames, self.audio_samples = mode, seed, video_frames, audio_samples
+        self.seen: dict[int, int] = {}
+
+    def __call__(self, meta: np.ndarray, mjpeg: np.ndarray, wav: np.ndarray) -> tuple:
+        from avshards.format import WAV_HEADER_BYTES
+        from crisscross.data.views import sample_views
+
+        info = json.loads(meta.tobytes())
+        key = zlib.crc32(info["key"].encode())
+        visit = self.seen[key] = self.seen.get(key, -1) + 1
+        rng = np.random.default_rng([self.seed, key, visit])
+        n, T, N = info["num_frames"], self.video_frames, self.audio_samples
+        starts = sample_views(n, info["num_samples"], self.mode, rng, T, N)
+        off = info["frame_offsets"]
+        jpegs = [mjpeg[off[i]:off[i + 1]] for t in (starts.v1, starts.v2) for i in (min(t + k, n - 1) for k in range(T))]
+        pcm = wav[WAV_HEADER_BYTES:].view("<i2")
+        waves = []
+        for a in (starts.a1, starts.a2):
+            w = np.zeros(N, np.float32)
+            piece = pcm[a:a + N].astype(np.float32) / 32768.0
+            w[:len(piece)] = piece                              # zero-pad short clips, as the loader
+            waves.append(w)
+        return (*jpegs, *waves)
+
+
+class DaliShardLoader:
+    """Two-view batches straight from local or s3:// shards with ``readers.webdataset`` and their
+    ``.idx`` files. Each of ``world_size`` ranks reads its part (sharded by sample index); every
+    rank yields the same number of batches per epoch. Clips without audio are skipped."""
+
+    def __init__(self, urls: Sequence[str], batch_size: int, mode: str = "mild", device: str = "cpu",
+                 params: str = "draw", augment: bool = True, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, num_threads: int = 2, device_id: int = 0, shuffle: bool = True,
+                 video_frames: int = paper.VIDEO_FRAMES, audio_seconds: float = paper.AUDIO_SECONDS):
+        dali = require_dali()
+        from avshards.index import index_path
+        from nvidia.dali import fn
+
+        check_choice("params", params, ("draw",))      # the reader path draws inside DALI
+        audio_samples = int(audio_seconds * paper.SAMPLE_RATE)
+        selector = ViewSelector(mode, seed, video_frames, audio_samples)
+
+        @dali.pipeline_def(enable_conditionals=True)
+        def pipe():
+            meta, mjpeg, wav = fn.readers.webdataset(
+                paths=list(urls), index_paths=[index_path(u) for u in urls], ext=["json", "mjpeg", "wav"],
+                missing_component_behavior="skip", shard_id=rank, num_shards=world_size,
+                random_shuffle=shuffle, initial_fill=max(64, 4 * batch_size), pad_last_batch=True,
+                seed=seed, name="reader")
+            picked = fn.python_function(meta, mjpeg, wav, function=selector, num_outputs=2 * video_frames + 2)
+            jpegs = {v: picked[k * video_frames:(k + 1) * video_frames] for k, v in enumerate(VIEWS)}
+            waves = {v: picked[2 * video_frames + k] for k, v in enumerate(VIEWS)}
+            return two_view_graph(jpegs, waves, device, params, augment, paper.VIDEO_AUG, paper.AUDIO_AUG,
+                                  audio_steps(audio_samples))
+
+        self.pipe = pipe(batch_size=batch_size, num_threads=num_threads, seed=seed, exec_async=False,
+                         exec_pipelined=False, device_id=device_id if device == "gpu" else None)
+        self.pipe.build()
+        self.out_device = torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
+        # equal batch counts on every rank: the smallest rank's share, whole batches only
+        per_rank = self.pipe.epoch_size("reader") // world_size
+        self.num_batches = per_rank // batch_size
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for _ in range(self.num_batches):
+            yield dict(zip(OUTPUTS, (to_torch(t, self.out_device) for t in self.pipe.run())))
