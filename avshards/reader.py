@@ -1,33 +1,153 @@
-"""Reading shards (minimal local version; the streaming reader replaces this module)."""
+"""Reading shards by URL: find them, count them, read any sample range of one, in order.
+
+Stages, each a small function (the streaming dataset in :mod:`avshards.stream` composes them):
+
+- :func:`shard_urls`: a folder / prefix (its manifest, else a listing of ``*.tar``), a brace
+  pattern, or one ``.tar`` -> shard URLs, for local paths, ``http(s)://`` and ``s3://``.
+- :func:`list_shards`: the same with sample counts (manifest, else each shard's ``.idx``, else a scan).
+- :func:`load_index` + :func:`read_samples`: samples ``[start, stop)`` of a shard: one byte-range
+  request via the index, or sequential tar streaming when the shard has no index.
+- :func:`open_shards`: every clip of every shard in order (inspect, verify, preview, tests).
+"""
 
 from __future__ import annotations
 
-import glob
 import json
-import os
+import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import braceexpand
 from webdataset import tariterators
 
+from avshards import remote
 from avshards.format import MANIFEST_NAME, AVClip
+from avshards.index import IndexedSample, index_path, parse_index
+
+
+class TruncatedShardError(OSError):
+    """A shard ends before the samples its index or manifest promises."""
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard: where it is and how many samples it holds."""
+    url: str
+    num_samples: int
+
+
+def is_pattern(url: str) -> bool:
+    """A brace pattern (``shards-{000000..000009}.tar``) or a single ``.tar``, not a folder/prefix."""
+    return "{" in url or url.endswith(".tar")
+
+
+def read_manifest(folder: str) -> dict[str, Any] | None:
+    """The folder's ``manifest.json`` as a dict, or None when there is none."""
+    try:
+        return json.loads(remote.read_range(remote.join(folder, MANIFEST_NAME)))
+    except remote.NotFound:
+        return None
+
+
+def _listing(folder: str) -> list[str]:
+    urls = [u for u in remote.list_urls(folder) if u.endswith(".tar")]
+    if not urls:
+        raise remote.ShardAccessError(f"{folder} has no manifest.json and no .tar shards; "
+                                      "check the path, or build shards with `avshards build`.")
+    return urls
 
 
 def shard_urls(url: str) -> list[str]:
-    """The shard paths of a folder (its manifest, else its *.tar) or a brace pattern."""
-    if os.path.isdir(url):
-        manifest = os.path.join(url, MANIFEST_NAME)
-        if os.path.exists(manifest):
-            with open(manifest) as f:
-                return [os.path.join(url, s["name"]) for s in json.load(f)["shards"]]
-        return sorted(glob.glob(os.path.join(url, "*.tar")))
-    return list(braceexpand.braceexpand(url))
+    """The shard URLs of a folder or prefix (manifest order, else sorted ``*.tar``) or a brace pattern."""
+    if is_pattern(url):
+        return list(braceexpand.braceexpand(url))
+    manifest = read_manifest(url)
+    if manifest is None:
+        return _listing(url)
+    return [remote.join(url, s["name"]) for s in manifest["shards"]]
+
+
+def load_index(url: str, retries: int = remote.RETRIES, backoff: float = remote.BACKOFF
+               ) -> list[IndexedSample] | None:
+    """The shard's DALI wds2idx index (``NAME.idx`` beside ``NAME.tar``), or None when it has none."""
+    try:
+        return parse_index(remote.read_range(index_path(url), retries=retries, backoff=backoff).decode())
+    except remote.NotFound:
+        return None
+
+
+def count_samples(url: str) -> int:
+    """Samples in a shard: from its index when there is one, else by streaming the tar once."""
+    index = load_index(url)
+    if index is not None:
+        return len(index)
+    return sum(1 for _ in read_samples(url, 0, None))
+
+
+def list_shards(url: str) -> list[ShardInfo]:
+    """The shards at ``url`` with their sample counts (manifest, else indexes, else a scan)."""
+    if is_pattern(url):
+        urls = shard_urls(url)
+        folder = urls[0].rsplit("/", 1)[0] if "/" in urls[0] else "."
+        manifest = read_manifest(folder)
+        counts = {remote.join(folder, s["name"]): s["num_samples"] for s in (manifest or {}).get("shards", [])}
+        return [ShardInfo(u, counts[u] if u in counts else count_samples(u)) for u in urls]
+    manifest = read_manifest(url)
+    if manifest is None:
+        return [ShardInfo(u, count_samples(u)) for u in _listing(url)]
+    return [ShardInfo(remote.join(url, s["name"]), int(s["num_samples"])) for s in manifest["shards"]]
+
+
+def _indexed_samples(url: str, index: list[IndexedSample], start: int, stop: int, retries: int,
+                     backoff: float) -> Iterator[dict[str, Any]]:
+    wanted = index[start:stop]
+    if not wanted:
+        return
+    first = wanted[0].start
+    data = remote.read_range(url, first, wanted[-1].end, retries=retries, backoff=backoff)
+    for s in wanted:
+        if any(off + size - first > len(data) for off, size in s.members.values()):
+            raise TruncatedShardError(f"{url} is truncated at byte {first + len(data)} (sample {s.key!r})")
+        sample: dict[str, Any] = {"__key__": s.key, "__url__": url}
+        for ext, (off, size) in s.members.items():
+            sample[ext] = data[off - first:off - first + size]
+        yield sample
+    if stop is not None and stop > len(index):
+        raise TruncatedShardError(f"{url} has {len(index)} samples in its index, fewer than expected")
+
+
+def _streamed_samples(url: str, start: int, stop: int | None) -> Iterator[dict[str, Any]]:
+    stream = remote.open_stream(url)
+    try:
+        files = ({**f, "__url__": url} for f in tariterators.tar_file_iterator(stream))
+        for i, sample in enumerate(tariterators.group_by_keys(files)):
+            if stop is not None and i >= stop:
+                return
+            if i >= start:
+                yield sample
+    except tarfile.ReadError as err:  # the tar ends mid-member or has garbage
+        raise TruncatedShardError(f"{url} is damaged or truncated: {err}") from None
+    finally:
+        stream.close()
+
+
+def read_samples(url: str, start: int = 0, stop: int | None = None,
+                 index: list[IndexedSample] | None = None, retries: int = remote.RETRIES,
+                 backoff: float = remote.BACKOFF) -> Iterator[dict[str, Any]]:
+    """Raw sample dicts (``__key__``, ``__url__``, ``json``, ``mjpeg``, ``wav``) ``[start, stop)`` of a shard.
+
+    With the shard's ``index`` this is one byte-range request; without, the tar is streamed from
+    its start. Samples before any damage are yielded, then :class:`TruncatedShardError` (or the
+    read error) is raised, so the caller knows how many were lost.
+    """
+    if index is not None:
+        return _indexed_samples(url, index, start, len(index) if stop is None else stop, retries, backoff)
+    return _streamed_samples(url, start, stop)
 
 
 def open_shards(url: str) -> Iterator[AVClip]:
-    """Iterate the clips of the shards at ``url`` in order."""
-    for path in shard_urls(url):
-        with open(path, "rb") as stream:
-            files = ({**f, "__url__": path} for f in tariterators.tar_file_iterator(stream))
-            for sample in tariterators.group_by_keys(files):
-                yield AVClip.from_sample(sample)
+    """Iterate the clips of the shards at ``url`` (folder, pattern, http(s)://, s3://) in order."""
+    for shard in shard_urls(url):
+        for sample in read_samples(shard):
+            yield AVClip.from_sample(sample)

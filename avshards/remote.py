@@ -1,0 +1,355 @@
+"""Byte access to shards by URL: local paths, ``http(s)://`` and ``s3://``, in one visible table.
+
+Every scheme offers the same four operations (see :data:`SCHEMES`): read a byte range, open a
+sequential stream, tell whether an object exists (and its size), list a prefix. Errors a user can
+cause (missing object, missing bucket, wrong credentials) become :class:`ShardAccessError` with one
+clear sentence; transient ones (connection refused or reset, 5xx, timeouts) are retried with
+exponential back-off by :func:`read_range` and then raised as :class:`TransientError`.
+
+S3 goes through boto3 with one client per process, created on first use and honouring the standard
+``AWS_*`` variables, including ``AWS_ENDPOINT_URL`` (so MinIO, Ceph, R2 or moto work as well).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO
+
+RETRIES = 3          # tries after the first one
+BACKOFF = 0.5        # seconds before the first retry; doubles each time
+TIMEOUT = 60.0       # seconds for a connection or a read to stall
+
+
+class ShardAccessError(OSError):
+    """A shard or manifest that cannot be read for a reason the user must fix (one clear sentence)."""
+
+
+class NotFound(ShardAccessError):
+    """The object (shard, index, manifest) does not exist."""
+
+
+class TransientError(OSError):
+    """A read that failed for a reason that may go away (network, server restart, 5xx)."""
+
+
+def scheme_of(url: str) -> str:
+    """``s3``, ``http``, ``https`` or ``file`` (plain paths and ``file://`` URLs)."""
+    head, sep, _ = url.partition("://")
+    return head.lower() if sep else "file"
+
+
+def join(base: str, name: str) -> str:
+    """``join("s3://b/p/", "x.tar")`` -> ``s3://b/p/x.tar``; plain paths use os.path.join."""
+    if scheme_of(base) == "file":
+        return os.path.join(_local(base), name)
+    return base.rstrip("/") + "/" + name
+
+
+def _local(url: str) -> str:
+    return url[len("file://"):] if url.startswith("file://") else url
+
+
+# ---------------------------------------------------------------------------------------- file
+def _file_read(url: str, start: int, stop: int | None) -> bytes:
+    try:
+        with open(_local(url), "rb") as f:
+            f.seek(start)
+            return f.read() if stop is None else f.read(stop - start)
+    except FileNotFoundError:
+        raise NotFound(f"{url} does not exist; check the path.") from None
+
+
+def _file_stream(url: str) -> IO[bytes]:
+    try:
+        return open(_local(url), "rb")
+    except FileNotFoundError:
+        raise NotFound(f"{url} does not exist; check the path.") from None
+
+
+def _file_size(url: str) -> int | None:
+    path = _local(url)
+    return os.path.getsize(path) if os.path.isfile(path) else None
+
+
+def _file_list(url: str) -> list[str]:
+    path = _local(url)
+    if not os.path.exists(path):
+        raise NotFound(f"{url} does not exist; check the path.")
+    if not os.path.isdir(path):
+        raise ShardAccessError(f"{url} is not a folder; give a folder of shards, a .tar or a brace pattern.")
+    return sorted(os.path.join(path, n) for n in os.listdir(path))
+
+
+# ---------------------------------------------------------------------------------------- http
+def _http_error(url: str, err: Exception) -> OSError:
+    """Classify an urllib error: 4xx are the user's to fix, the rest may be transient."""
+    if isinstance(err, urllib.error.HTTPError) and 400 <= err.code < 500 and err.code not in (408, 429):
+        if err.code == 404:
+            return NotFound(f"{url} was not found on the server (HTTP 404); check the URL.")
+        return ShardAccessError(f"{url} was refused by the server (HTTP {err.code} {err.reason}); "
+                                "check the URL and its access rights.")
+    return TransientError(f"{url}: {err}")
+
+
+def _http_open(url: str, start: int = 0, stop: int | None = None, method: str = "GET"):
+    headers = {}
+    if start or stop is not None:
+        headers["Range"] = f"bytes={start}-" + ("" if stop is None else str(stop - 1))
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers, method=method),
+                                      timeout=TIMEOUT)
+    except (urllib.error.URLError, OSError) as err:
+        raise _http_error(url, err) from None
+
+
+def _http_read(url: str, start: int, stop: int | None) -> bytes:
+    with _http_open(url, start, stop) as resp:
+        try:
+            data = resp.read()
+        except OSError as err:  # reset or short read mid-body
+            raise TransientError(f"{url}: {err}") from None
+    if (start or stop is not None) and resp.status != 206:  # server ignored Range: cut it ourselves
+        data = data[start:stop]
+    return data
+
+
+def _http_stream(url: str) -> IO[bytes]:
+    return _http_open(url)
+
+
+def _http_size(url: str) -> int | None:
+    try:
+        with _http_open(url, method="HEAD") as resp:
+            length = resp.headers.get("Content-Length")
+            return int(length) if length is not None else 0
+    except NotFound:
+        return None
+
+
+def _http_list(url: str) -> list[str]:
+    raise ShardAccessError(f"{url}: an HTTP server gives no listing; put a manifest.json there "
+                           "(`avshards build` writes one) or give a brace pattern of the shards.")
+
+
+# ------------------------------------------------------------------------------------------ s3
+_CLIENTS: dict[tuple, object] = {}
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
+               "InvalidClientTokenId", "ExpiredToken", "AuthorizationHeaderMalformed"}
+
+
+def s3_client():
+    """The process's boto3 S3 client, created on first use (again after a fork or an AWS_* change)."""
+    config_env = tuple(os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                                                    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                    "AWS_PROFILE", "AWS_DEFAULT_REGION"))
+    key = (os.getpid(), config_env)
+    if key not in _CLIENTS:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise ShardAccessError("s3:// URLs need boto3; pip install 'crisscross-av[s3]'.") from None
+        # Our own retry loop decides what is transient; botocore's would hide the cause and the time.
+        config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=TIMEOUT,
+                        read_timeout=TIMEOUT, max_pool_connections=16)
+        _CLIENTS.clear()
+        _CLIENTS[key] = boto3.session.Session().client("s3", config=config)
+    return _CLIENTS[key]
+
+
+def split_s3(url: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> (``bucket``, ``a/b``)."""
+    parsed = urllib.parse.urlparse(url)
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def _s3_error(url: str, err: Exception) -> OSError:
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    if isinstance(err, NoCredentialsError):
+        return ShardAccessError(f"{url}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+                                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE).")
+    if isinstance(err, ClientError):
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        bucket = split_s3(url)[0]
+        if code == "NoSuchBucket":
+            return ShardAccessError(f"{url}: the bucket '{bucket}' does not exist; check the bucket name "
+                                    "(and AWS_ENDPOINT_URL for a non-AWS store).")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFound(f"{url} does not exist in the bucket; check the prefix.")
+        if code in _AUTH_CODES or status in (401, 403):
+            return ShardAccessError(f"{url}: access denied ({code}); check AWS_ACCESS_KEY_ID / "
+                                    "AWS_SECRET_ACCESS_KEY and the bucket's permissions.")
+        if status and status < 500 and code not in ("SlowDown", "RequestTimeout"):
+            return ShardAccessError(f"{url}: S3 refused the request ({code}).")
+    return TransientError(f"{url}: {err}")
+
+
+def _s3_call(url: str, fn: Callable, **kw):
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3(url)
+    try:
+        return fn(Bucket=bucket, **({"Key": key} if "Prefix" not in kw else {}), **kw)
+    except (ClientError, BotoCoreError, OSError) as err:
+        raise _s3_error(url, err) from None
+
+
+def _s3_read(url: str, start: int, stop: int | None) -> bytes:
+    kw = {"Range": f"bytes={start}-" + ("" if stop is None else str(stop - 1))} if start or stop else {}
+    body = _s3_call(url, s3_client().get_object, **kw)["Body"]
+    try:
+        return body.read()
+    except Exception as err:  # botocore wraps resets mid-body in several types
+        raise TransientError(f"{url}: {err}") from None
+
+
+def _s3_stream(url: str) -> IO[bytes]:
+    return _s3_call(url, s3_client().get_object)["Body"]
+
+
+def _s3_size(url: str) -> int | None:
+    try:
+        return _s3_call(url, s3_client().head_object)["ContentLength"]
+    except NotFound:
+        return None
+
+
+def _s3_list(url: str) -> list[str]:
+    bucket, prefix = split_s3(url)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    paginator = s3_client().get_paginator("list_objects_v2")
+    out = []
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            out += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
+    except Exception as err:
+        raise _s3_error(url, err) from None
+    return sorted(out)
+
+
+# ---------------------------------------------------------------------------------------- table
+@dataclass(frozen=True)
+class Scheme:
+    """What a URL scheme must provide. ``read(url, start, stop)`` reads bytes ``[start, stop)``."""
+    read: Callable[[str, int, int | None], bytes]
+    stream: Callable[[str], IO[bytes]]
+    size: Callable[[str], int | None]          # None when the object does not exist
+    list: Callable[[str], list[str]]
+
+
+SCHEMES: dict[str, Scheme] = {
+    "file": Scheme(_file_read, _file_stream, _file_size, _file_list),
+    "http": Scheme(_http_read, _http_stream, _http_size, _http_list),
+    "https": Scheme(_http_read, _http_stream, _http_size, _http_list),
+    "s3": Scheme(_s3_read, _s3_stream, _s3_size, _s3_list),
+}
+
+
+def scheme(url: str) -> Scheme:
+    """The :class:`Scheme` handling ``url``; one clear sentence for an unknown scheme."""
+    name = scheme_of(url)
+    if name not in SCHEMES:
+        raise ShardAccessError(f"{url}: unknown URL scheme '{name}://'; use a path, http(s):// or s3://.")
+    return SCHEMES[name]
+
+
+def with_retries(fn: Callable[[], object], retries: int = RETRIES, backoff: float = BACKOFF):
+    """Call ``fn``; on :class:`TransientError` sleep ``backoff * 2**i`` and retry, ``retries`` times."""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except TransientError:
+            if attempt == retries:
+                raise
+            time.sleep(backoff * 2 ** attempt)
+
+
+def read_range(url: str, start: int = 0, stop: int | None = None, retries: int = RETRIES,
+               backoff: float = BACKOFF) -> bytes:
+    """Bytes ``[start, stop)`` of ``url`` (to the end when ``stop`` is None), retrying transient errors.
+
+    One request per call (HTTP Range, S3 GetObject Range, or a file seek). The result is shorter
+    than asked when the object is shorter (a truncated shard).
+    """
+    return with_retries(lambda: scheme(url).read(url, start, stop), retries, backoff)
+
+
+def open_stream(url: str) -> IO[bytes]:
+    """A sequential binary stream of the whole object (close it when done)."""
+    return with_retries(lambda: scheme(url).stream(url))
+
+
+def size(url: str, retries: int = RETRIES, backoff: float = BACKOFF) -> int | None:
+    """Size of the object in bytes, or None when it does not exist (errors still raise)."""
+    return with_retries(lambda: scheme(url).size(url), retries, backoff)
+
+
+def exists(url: str) -> bool:
+    """Whether the object at ``url`` (path, http(s):// or s3://) exists.
+
+    Raises :class:`ShardAccessError` when the answer cannot be known (wrong credentials, missing
+    bucket), so a caller never mistakes "access denied" for "absent".
+    """
+    return size(url) is not None
+
+
+def list_urls(url: str) -> list[str]:
+    """The objects directly under a folder or ``s3://bucket/prefix/`` (sorted URLs; not for HTTP)."""
+    return with_retries(lambda: scheme(url).list(url))
+
+
+# --------------------------------------------------------------------------------------- upload
+def upload_file(local_path: str, url: str) -> None:
+    """Upload one local file to ``s3://bucket/key`` (multipart for large files), replacing it.
+
+    Use :func:`exists` first to skip objects already there. Raises :class:`ShardAccessError`
+    for missing bucket or wrong credentials.
+    """
+    if scheme_of(url) != "s3":
+        raise ShardAccessError(f"{url}: uploads go to s3://bucket/prefix/ URLs only.")
+    bucket, key = split_s3(url)
+    try:
+        s3_client().upload_file(local_path, bucket, key)
+    except Exception as err:
+        raise _s3_error(url, getattr(err, "last_exception", None) or err.__cause__ or err) from None
+
+
+def _upload_order(paths: list[str]) -> list[str]:
+    # Shards and indexes first, the manifest last: a reader that sees the manifest sees every shard.
+    return sorted(paths, key=lambda p: (os.path.basename(p) == "manifest.json", p))
+
+
+def upload(local: str, url: str, skip_existing: bool = True,
+           progress: Callable[[str, bool], None] | None = None) -> tuple[list[str], list[str]]:
+    """Upload a shard folder (its files, not sub-folders) or one file under ``s3://bucket/prefix/``.
+
+    Objects already there with the same size are skipped when ``skip_existing``, so a re-run only
+    sends what is missing. Returns (uploaded URLs, skipped URLs); ``progress(url, skipped)`` is
+    called after each file.
+    """
+    if os.path.isdir(local):
+        files = [os.path.join(local, n) for n in os.listdir(local)
+                 if os.path.isfile(os.path.join(local, n)) and not n.startswith(".")]
+    elif os.path.isfile(local):
+        files = [local]
+    else:
+        raise ShardAccessError(f"{local} does not exist; give a shard folder or a file to upload.")
+    uploaded, skipped = [], []
+    for path in _upload_order(files):
+        dest = join(url, os.path.basename(path)) if url.endswith("/") or os.path.isdir(local) else url
+        skip = skip_existing and size(dest) == os.path.getsize(path)
+        if not skip:
+            upload_file(path, dest)
+        (skipped if skip else uploaded).append(dest)
+        if progress:
+            progress(dest, skip)
+    return uploaded, skipped
+

@@ -1,0 +1,149 @@
+"""Real servers on 127.0.0.1 for tests and benchmarks: an S3 server (moto) and a Range-capable HTTP server.
+
+Both start on a free port, run in a thread of this process and can be stopped mid-test (to
+simulate an outage). The S3 server checks credentials (moto's ``INITIAL_NO_AUTH_ACTION_COUNT=0``)
+and comes with a real IAM user whose keys :meth:`S3Server.env` returns, so wrong keys fail as on AWS.
+
+    with S3Server() as s3, HttpServer(folder) as http:
+        os.environ.update(s3.env())
+        s3.upload_folder(folder, "shards", "k400/")
+        ... s3://shards/k400/ ... http.url + "/" ...
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REGION = "us-east-1"
+
+
+class RangeHandler(SimpleHTTPRequestHandler):
+    """http.server's file handler plus ``Range: bytes=a-b`` (python's own ignores Range)."""
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    def send_head(self):
+        rng = self.headers.get("Range")
+        path = self.translate_path(self.path)
+        if not rng or not os.path.isfile(path):
+            return super().send_head()
+        size = os.path.getsize(path)
+        first, _, last = rng.removeprefix("bytes=").partition("-")
+        start = int(first)
+        stop = min(size, int(last) + 1) if last else size
+        if start >= size:
+            self.send_error(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+            return None
+        f = open(path, "rb")
+        f.seek(start)
+        self.send_response(HTTPStatus.PARTIAL_CONTENT)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
+        self.send_header("Content-Length", str(stop - start))
+        self.end_headers()
+        self._left = stop - start
+        return f
+
+    def copyfile(self, source, outputfile) -> None:
+        left = getattr(self, "_left", None)
+        if left is None:
+            return super().copyfile(source, outputfile)
+        while left > 0:
+            data = source.read(min(left, 1 << 20))
+            if not data:
+                break
+            outputfile.write(data)
+            left -= len(data)
+        self._left = None
+
+
+class HttpServer:
+    """Serve ``folder`` at ``self.url`` (http://127.0.0.1:PORT) until :meth:`stop`."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = str(folder)
+        handler = lambda *a, **kw: RangeHandler(*a, directory=self.folder, **kw)  # noqa: E731
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the port: later requests get 'connection refused'."""
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join()
+
+    def __enter__(self) -> "HttpServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class S3Server:
+    """moto's S3 protocol server on 127.0.0.1 with authentication on and one IAM user."""
+
+    def __init__(self):
+        import moto.settings
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.iam.models import iam_backends
+        from moto.server import ThreadedMotoServer
+
+        moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 0   # check keys from the first request on
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        iam = iam_backends[DEFAULT_ACCOUNT_ID]["global"]
+        user = f"tester{port}"
+        iam.create_user(REGION, user)
+        key = iam.create_access_key(user)
+        iam.put_user_policy(user, "all", json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        self.key_id, self.secret = key.access_key_id, key.secret_access_key
+        self.running = True
+
+    def env(self, **override: str) -> dict[str, str]:
+        """The AWS_* variables that point boto3 at this server with valid keys."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.key_id,
+                "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_DEFAULT_REGION": REGION, **override}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.key_id,
+                            aws_secret_access_key=self.secret, region_name=REGION)
+
+    def upload_folder(self, folder: str | os.PathLike, bucket: str, prefix: str = "") -> str:
+        """Create ``bucket`` (if needed), put every file of ``folder`` under ``prefix``; return the s3 URL."""
+        client = self.client()
+        if bucket not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+            client.create_bucket(Bucket=bucket)
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file():
+                client.upload_file(str(path), bucket, prefix + path.name)
+        return f"s3://{bucket}/{prefix}"
+
+    def stop(self) -> None:
+        """Stop the server: later requests get 'connection refused'."""
+        if self.running:
+            self.server.stop()
+            self.server._server.server_close()   # moto leaves the socket listening: close it
+            self.running = False
+
+    def __enter__(self) -> "S3Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
