@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -76,11 +77,17 @@ def check_ffmpeg() -> str:
 
 
 def _last_line(stderr: bytes | str, path: str = "") -> str:
-    """ffmpeg's last error line, without the file name it repeats (the failure names the file)."""
+    """ffmpeg's last two distinct error lines, without the file name (the failure names the file)."""
     text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    line = lines[-1] if lines else "no message"
-    return line[len(path) + 2:] if path and line.startswith(path + ": ") else line
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if path and line.startswith(path + ": "):
+            line = line[len(path) + 2:]
+        line = re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", line)   # "[mov,mp4 @ 0x55..] " prefixes
+        if line and line not in lines:
+            lines.append(line)
+    return "; ".join(lines[-2:])[:300] or "no message"
 
 
 def _run(cmd: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
@@ -156,8 +163,9 @@ def audio_level(pcm: np.ndarray) -> tuple[float, float]:
     return round(max(db, FLOOR_DB), 2), round(float(np.max(np.abs(x))), 6)
 
 
-def _decode(path: str, p: Probe, with_audio: bool, timeout: float, **kw) -> tuple[bytes, np.ndarray | None]:
-    """One ffmpeg run; returns (jpeg stream, pcm or None). Raises TranscodeError on failure."""
+def _decode(path: str, p: Probe, with_audio: bool, timeout: float,
+            **kw) -> tuple[bytes, np.ndarray | None, str]:
+    """One ffmpeg run; returns (jpeg stream, pcm or None, ffmpeg's complaints). Raises TranscodeError."""
     with tempfile.TemporaryDirectory(prefix="avshards-") as tmp:
         audio_out = os.path.join(tmp, "audio.s16le") if with_audio else None
         res = _run(ffmpeg_command(path, audio_out, video=p.has_video, **kw), timeout, "ffmpeg")
@@ -166,7 +174,7 @@ def _decode(path: str, p: Probe, with_audio: bool, timeout: float, **kw) -> tupl
         pcm = None
         if audio_out and os.path.exists(audio_out):
             pcm = np.fromfile(audio_out, dtype="<i2")
-    return res.stdout, pcm
+    return res.stdout, pcm, _last_line(res.stderr, path) if res.stderr.strip() else ""
 
 
 def transcode(path: str, *, start: float | None = None, end: float | None = None,
@@ -183,15 +191,16 @@ def transcode(path: str, *, start: float | None = None, end: float | None = None
     kw = dict(start=start, end=end, short_side=short_side, quality=quality, timeout=timeout)
     notes: list[str] = []
     try:
-        jpeg, pcm = _decode(path, p, p.has_audio, **kw)
+        jpeg, pcm, complaint = _decode(path, p, p.has_audio, **kw)
     except TranscodeError as err:
         if not (p.has_audio and p.has_video):
             raise
         # Retry without audio: a broken audio track must not cost us the video.
-        jpeg, pcm = _decode(path, p, False, **kw)
+        jpeg, pcm, complaint = _decode(path, p, False, **kw)
         notes.append(f"audio track failed to decode, kept the video without audio: {err}")
     if p.has_audio and pcm is not None and len(pcm) == 0:
-        notes.append("audio track decoded to no samples; kept the video without audio")
+        why = f" ({complaint})" if complaint else ""
+        notes.append(f"audio track decoded to no samples{why}; kept the video without audio")
         pcm = None
     if not p.has_audio:
         notes.append("source has no audio stream")
