@@ -127,3 +127,6 @@ def _exists(shards: str) -> bool:
 # Commands are registered explicitly, one line each, below.
 from avshards.indexing import index_command  # noqa: E402
 main.add_command(index_command)
+from avshards.stream_cli import ls_command, upload_command  # noqa: E402
+main.add_command(upload_command)
+main.add_command(ls_command)

@@ -53,19 +53,28 @@ def read_manifest(folder: str) -> dict[str, Any] | None:
 def _listing(folder: str) -> list[str]:
     urls = [u for u in remote.list_urls(folder) if u.endswith(".tar")]
     if not urls:
-        raise remote.ShardAccessError(f"{folder} has no manifest.json and no .tar shards; "
-                                      "check the path, or build shards with `avshards build`.")
+        raise remote.NotFound(f"{folder} has no manifest.json and no .tar shards; "
+                              "check the path, or build shards with `avshards build`.")
     return urls
 
 
 def shard_urls(url: str) -> list[str]:
-    """The shard URLs of a folder or prefix (manifest order, else sorted ``*.tar``) or a brace pattern."""
+    """The shard URLs of a folder or prefix (manifest order, else sorted ``*.tar``) or a brace pattern.
+
+    An empty or missing local folder gives ``[]``; remote problems raise
+    :class:`avshards.remote.ShardAccessError`.
+    """
     if is_pattern(url):
         return list(braceexpand.braceexpand(url))
     manifest = read_manifest(url)
-    if manifest is None:
+    if manifest is not None:
+        return [remote.join(url, s["name"]) for s in manifest["shards"]]
+    try:
         return _listing(url)
-    return [remote.join(url, s["name"]) for s in manifest["shards"]]
+    except remote.NotFound:
+        if remote.scheme_of(url) == "file":
+            return []
+        raise
 
 
 def load_index(url: str, retries: int = remote.RETRIES, backoff: float = remote.BACKOFF

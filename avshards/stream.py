@@ -224,7 +224,8 @@ class _PartReader:
 
     def run(self, read: int, yielded: int) -> Iterator[tuple[Any, dict[str, Any]]]:
         s, length = self.s, self.length
-        while yielded < length and not (read >= length and yielded == 0):
+        since = 0   # reads since the last yield: a whole part without one means nothing is readable
+        while yielded < length and since < length:
             rnd, pos = divmod(read, length)
             b = pos // self.block
             lo, hi = b * self.block, min(length, (b + 1) * self.block)
@@ -232,21 +233,22 @@ class _PartReader:
             order = self.order(b, rnd, hi - lo)
             for j in range(pos - lo, hi - lo):
                 clip = clips[order[j]]
-                read += 1
+                read, since = read + 1, since + 1
                 if clip is None:
                     continue
                 item = clip if s.map_fn is None else s.map_fn(clip)
                 if item is None:
                     self.stats["skipped"] += 1
                     continue
-                yielded += 1
+                yielded, since = yielded + 1, 0
                 self.stats["rewound"] = max(0, read - length)
                 yield item, {"worker": self.worker, "read": read, "yielded": yielded, **self.stats}
                 if yielded == length:
                     break
         if yielded < length:
-            warnings.warn(f"worker {self.worker} of rank {s.rank} found no readable sample in its part; "
-                          f"it yields {yielded} of {length}", stacklevel=2)
+            warnings.warn(f"avshards: worker {self.worker} of rank {s.rank} read a whole round of its part "
+                          f"without a usable sample; it stops at {yielded} of {length} items "
+                          f"({self.stats}); ranks may now be uneven", stacklevel=2)
 
     def order(self, block: int, rnd: int, n: int) -> list[int]:
         if self.s.shuffle_buffer <= 1:

@@ -1,0 +1,57 @@
+"""`avshards upload` and `avshards ls`: put shards in an object store, and see what a URL holds."""
+
+from __future__ import annotations
+
+import click
+
+from avshards import remote
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"Error: {message}", err=True)
+    raise SystemExit(code)
+
+
+@click.command("upload")
+@click.argument("shards", type=click.Path())
+@click.argument("dest")
+@click.option("--overwrite", is_flag=True, help="Upload every file, even those already there with the same size.")
+@click.option("--quiet", is_flag=True, help="Only the summary line.")
+def upload_command(shards: str, dest: str, overwrite: bool, quiet: bool) -> None:
+    """Upload a shard folder (tars, .idx files, manifest.json last) to DEST, s3://bucket/prefix/.
+
+    Objects already there with the same size are skipped, so a re-run sends only what is missing.
+    Credentials and endpoint come from the usual AWS_* variables (AWS_ENDPOINT_URL for
+    S3-compatible stores).
+    """
+    if not dest.startswith("s3://"):
+        _fail(f"{dest} is not an s3:// URL; give s3://bucket/prefix/.")
+
+    def show(url: str, skipped: bool) -> None:
+        if not quiet:
+            click.echo(f"{'skipped' if skipped else 'uploaded'} {url}")
+
+    try:
+        uploaded, skipped = remote.upload(shards, dest, skip_existing=not overwrite, progress=show)
+    except remote.ShardAccessError as err:
+        _fail(str(err))
+    except remote.TransientError as err:
+        _fail(f"the upload to {dest} failed after retries ({err}); run the same command again to resume.", 1)
+    click.echo(f"{len(uploaded)} file(s) uploaded, {len(skipped)} already there, to {dest}")
+
+
+@click.command("ls")
+@click.argument("url")
+def ls_command(url: str) -> None:
+    """List the shards at URL (folder, brace pattern, http(s)://, s3://) with their sample counts."""
+    from avshards.reader import list_shards
+
+    try:
+        shards = list_shards(url)
+    except remote.ShardAccessError as err:
+        _fail(str(err))
+    except remote.TransientError as err:
+        _fail(f"cannot reach {url} ({err}); check that the server / endpoint is up.")
+    for shard in shards:
+        click.echo(f"{shard.num_samples:8d}  {shard.url}")
+    click.echo(f"{len(shards)} shard(s), {sum(s.num_samples for s in shards)} sample(s)")
