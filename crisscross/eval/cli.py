@@ -1,0 +1,302 @@
+"""`crisscross eval`: one command per protocol of appendix E, each writing a JSON report, a
+markdown table laid out like the paper's and (for classification) a confusion matrix picture.
+
+CKPT is a checkpoint file, a run folder or an exported model folder; "random" (or --random-init)
+evaluates a randomly initialised network instead - the baseline that shows what pretraining added.
+SHARDS are one or more shard folders, one per split / fold (built with `avshards build --dataset`);
+the reported accuracy is their average.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+
+import click
+import torch
+
+from crisscross import paper
+from crisscross.eval.features import EvalError, load_backbones, protocol_spec
+from crisscross.eval.report import confusion_matrix, markdown_table, mean_std, write_report
+
+FINETUNE_DATASETS = sorted({name for name, _ in paper.FINETUNE})
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def common_options(f: Callable) -> Callable:
+    """Arguments and options every protocol shares."""
+    options = [
+        click.argument("ckpt"),
+        click.argument("shards", nargs=-1, required=True),
+        click.option("--random-init", is_flag=True, help="Evaluate a randomly initialised network "
+                     "(the baseline) instead of CKPT; same as passing CKPT 'random'."),
+        click.option("--out", default="eval", show_default=True, type=click.Path(file_okay=False),
+                     help="Folder for the report files (NAME.json, NAME.md, NAME-confusion.png)."),
+        click.option("--name", default=None, help="Dataset name used as the table column "
+                     "(default: the shard folders' name)."),
+        click.option("--label", default=None, help="Method name used as the table row "
+                     "(default: the run folder's name, or 'random init')."),
+        click.option("--train-split", default="train", show_default=True,
+                     help="Value of the samples' json 'split' used for training."),
+        click.option("--test-split", default="test", show_default=True,
+                     help="Value of the samples' json 'split' used for testing."),
+        click.option("--device", default=_default_device, show_default="cuda if available, else cpu",
+                     help="Torch device for the backbone."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Clips per forward pass (feature protocols: 32) or training batch size "
+                     "(fine-tuning / probe: the paper's setting)."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Seed of clip sampling, augmentations, validation split and random init."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def feature_options(f: Callable) -> Callable:
+    """Options of the frozen-feature protocols (SVM, fusion, retrieval)."""
+    options = [
+        click.option("--train-clips", type=int, default=None,
+                     help="Clips per training video (default: the protocol's, e.g. 25 video / 10 audio)."),
+        click.option("--test-clips", type=int, default=None,
+                     help="Uniformly spaced clips per test video (default: the protocol's, 10)."),
+        click.option("--frames", type=int, default=None, help="Frames per video clip (default 8)."),
+        click.option("--crop-size", type=int, default=None,
+                     help="Video crop size (default 112; the paper's UCF/HMDB tables use 224 - build "
+                     "those shards with --short-side 256)."),
+        click.option("--cache", default=None, type=click.Path(file_okay=False),
+                     help="Feature cache folder (default: OUT/cache)."),
+        click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def user_errors(f: Callable) -> Callable:
+    """Turn the errors a user can cause into one clear line instead of a traceback."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except (EvalError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+def _checkpoint(ckpt: str, random_init: bool) -> str | None:
+    if random_init or ckpt == "random":
+        return None
+    if not os.path.exists(ckpt):
+        raise EvalError(f"checkpoint {ckpt} does not exist; pass a checkpoint file, a run folder, "
+                        "or 'random' for the random-initialisation baseline")
+    return ckpt
+
+
+def _check_shards(shards: tuple[str, ...]) -> list[str]:
+    for s in shards:
+        if "://" not in s and not os.path.exists(s) and "{" not in s:
+            raise EvalError(f"shard folder {s} does not exist; build it with `avshards build --dataset NAME`")
+    return list(shards)
+
+
+def _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
+                train_clips, test_clips):
+    from crisscross.eval.protocols import Extraction
+
+    return Extraction(ckpt, train_clips, test_clips, train_split, test_split,
+                      None if no_cache else (cache or os.path.join(out, "cache")), batch_size or 32,
+                      device, seed, not quiet)
+
+
+def _finish(out: str, name: str, report: dict, table: str, confusion) -> None:
+    paths = write_report(out, name, report, table, confusion)
+    click.echo(table, nl=False)
+    click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@click.group("eval", context_settings={"help_option_names": ["-h", "--help"]})
+def eval_group() -> None:
+    """Evaluate a checkpoint with the paper's protocols (appendix E).
+
+    \b
+    crisscross eval linear   CKPT SHARDS...   linear SVM on frozen features (E.1)
+    crisscross eval fusion   CKPT SHARDS...   video+audio features -> SVM (E.1)
+    crisscross eval retrieval CKPT SHARDS...  nearest-neighbour retrieval R@1/5/20 (E.3)
+    crisscross eval finetune CKPT SHARDS...   full fine-tuning, Table S11 (E.2)
+    crisscross eval probe    CKPT SHARDS...   linear layer on a frozen backbone (E.1, large sets)
+    """
+
+
+@eval_group.command("linear")
+@common_options
+@feature_options
+@click.option("--modality", type=click.Choice(["video", "audio"]), default="video", show_default=True,
+              help="Which backbone's features to classify.")
+@click.option("--protocol", type=click.Choice(["auto", "video_linear", "audio_linear", "dcase_linear"]),
+              default="auto", show_default=True,
+              help="Clip counts / pooling / audio length (auto: video_linear or audio_linear; "
+              "dcase_linear: 60 clips of 1 s).")
+@click.option("--select-on-test", is_flag=True,
+              help="Choose C on the test split, as the paper does (optimistic; the report says so).")
+@user_errors
+def linear_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
+                   seed, quiet, train_clips, test_clips, frames, crop_size, cache, no_cache, modality,
+                   protocol, select_on_test):
+    """Linear SVM with the C sweep on frozen CKPT features of SHARDS (one folder per split)."""
+    from crisscross.eval.protocols import linear_eval
+
+    ckpt = _checkpoint(ckpt, random_init)
+    protocol = protocol if protocol != "auto" else f"{modality}_linear"
+    p = paper.EVAL[protocol]
+    spec = protocol_spec(protocol, modality, frames, crop_size)
+    how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
+                      train_clips or p.train_clips, test_clips or p.test_clips)
+    backbones = load_backbones(ckpt, device, seed)
+    report, table, cm = linear_eval(backbones, _check_shards(shards), spec, how,
+                                    "test" if select_on_test else "validation", name, label)
+    _finish(out, f"linear-{modality}-{report['dataset']}", report, table, cm)
+
+
+@eval_group.command("fusion")
+@common_options
+@feature_options
+@click.option("--select-on-test", is_flag=True,
+              help="Choose C on the test split, as the paper does (optimistic; the report says so).")
+@user_errors
+def fusion_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
+                   seed, quiet, train_clips, test_clips, frames, crop_size, cache, no_cache, select_on_test):
+    """Late fusion: video and audio features of the same clips concatenated -> linear SVM."""
+    from crisscross.eval.protocols import fusion_eval
+
+    ckpt = _checkpoint(ckpt, random_init)
+    p = paper.EVAL["fusion_video"]
+    specs = [protocol_spec("fusion_video", "video", frames, crop_size), protocol_spec("fusion_audio", "audio")]
+    how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
+                      train_clips or p.train_clips, test_clips or p.test_clips)
+    report, table, cm = fusion_eval(load_backbones(ckpt, device, seed), _check_shards(shards), specs, how,
+                                    "test" if select_on_test else "validation", name, label)
+    _finish(out, f"fusion-{report['dataset']}", report, table, cm)
+
+
+@eval_group.command("retrieval")
+@common_options
+@feature_options
+@click.option("--modality", type=click.Choice(["video", "audio"]), default="video", show_default=True,
+              help="Which backbone's features to retrieve with.")
+@user_errors
+def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device,
+                      batch_size, seed, quiet, train_clips, test_clips, frames, crop_size, cache, no_cache,
+                      modality):
+    """Retrieval: each test video queries the training videos; R@1/5/20."""
+    from crisscross.eval.protocols import retrieval_eval
+
+    ckpt = _checkpoint(ckpt, random_init)
+    p = paper.EVAL["retrieval"]
+    spec = protocol_spec("retrieval", modality, frames, crop_size)
+    how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
+                      train_clips or p.train_clips, test_clips or p.test_clips)
+    report, table, _ = retrieval_eval(load_backbones(ckpt, device, seed), _check_shards(shards), spec, how,
+                                      name, label)
+    _finish(out, f"retrieval-{modality}-{report['dataset']}", report, table, None)
+
+
+def training_options(f: Callable) -> Callable:
+    """Options of the supervised protocols (fine-tuning, probe)."""
+    options = [
+        click.option("--frames", type=click.Choice(["8", "32"]), default="8", show_default=True,
+                     help="Frames per clip (Table S11's two setups)."),
+        click.option("--crop-size", type=int, default=None,
+                     help="Crop size (default 224, Table S11; use small values only for quick tests)."),
+        click.option("--epochs", type=int, default=None, help="Training epochs (default: the preset's)."),
+        click.option("--lr", type=float, default=None, help="Learning rate (default: the preset's)."),
+        click.option("--milestones", default=None, help="Comma-separated epochs where the LR drops."),
+        click.option("--test-clips", type=int, default=None, help="Uniform clips per test video (10)."),
+        click.option("--max-steps", type=int, default=None,
+                     help="Stop training after this many steps (quick checks)."),
+        click.option("--workers", type=int, default=0, show_default=True,
+                     help="DataLoader worker processes decoding training clips."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _settings(base, frames, crop_size, epochs, lr, milestones, test_clips, batch_size):
+    import dataclasses
+
+    changes = {"frames": int(frames), "crop_size": crop_size, "epochs": epochs, "lr": lr,
+               "test_clips": test_clips, "batch_size": batch_size,
+               "milestones": tuple(int(m) for m in milestones.split(",")) if milestones else None}
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _supervised(ckpt, shards, random_init, out, name, label, train_split, test_split, device, seed, quiet,
+                settings, protocol, max_steps, workers):
+    from crisscross.eval.features import ClipSpec
+    from crisscross.eval.finetune import Classifier, finetune_report, shard_classes, train_classifier
+    from crisscross.eval.probe import linear_probe
+    from crisscross.eval.protocols import dataset_name, method_label
+
+    ckpt = _checkpoint(ckpt, random_init)
+    urls = _check_shards(shards)
+    results = []
+    for url in urls:
+        classes = shard_classes(url, train_split)
+        backbone = load_backbones(ckpt, device, seed)["video"]    # fresh weights for every split
+        kw = dict(train_split=train_split, test_split=test_split, device=device, seed=seed,
+                  max_steps=max_steps, workers=workers, progress=not quiet)
+        if protocol == "finetune":
+            spec = ClipSpec("video", settings.frames, settings.crop_size)
+            model = Classifier(backbone, len(classes), settings.dropout)
+            results.append(train_classifier(model, url, classes, settings, spec, **kw))
+        else:
+            base = protocol_spec("video_linear", "video")
+            spec = ClipSpec("video", settings.frames, settings.crop_size, pool=base.pool, pool_stride=base.pool_stride)
+            results.append(linear_probe(backbone, url, classes, settings, spec, **kw))
+    name, label = name or dataset_name(urls), label or method_label(ckpt)
+    report = finetune_report(results[0], settings, spec, urls, ckpt, name, label, protocol)
+    report["accuracy"], report["accuracy_std"] = mean_std([r.accuracy for r in results])
+    report["splits"] = [r.to_json() for r in results]
+    classes = results[0].classes
+    cm = sum(confusion_matrix(r.y_true, r.y_pred, len(classes)) for r in results if r.classes == classes)
+    table = markdown_table(["Method", f"{name} ({settings.frames} frames)"], [[label, report["accuracy"]]])
+    _finish(out, f"{protocol}-{name}-{settings.frames}f", report, table, (cm, classes))
+
+
+@eval_group.command("finetune")
+@common_options
+@training_options
+@click.option("--preset", type=click.Choice(FINETUNE_DATASETS), default="ucf101", show_default=True,
+              help="Which Table S11 column to take the hyper-parameters from.")
+@user_errors
+def finetune_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
+                     seed, quiet, frames, crop_size, epochs, lr, milestones, test_clips, max_steps, workers,
+                     preset):
+    """Full fine-tuning of the video backbone + a new linear layer (Table S11), 10-clip test."""
+    settings = _settings(paper.FINETUNE[(preset, int(frames))], frames, crop_size, epochs, lr, milestones,
+                         test_clips, batch_size)
+    _supervised(ckpt, shards, random_init, out, name, label, train_split, test_split, device, seed, quiet,
+                settings, "finetune", max_steps, workers)
+
+
+@eval_group.command("probe")
+@common_options
+@training_options
+@user_errors
+def probe_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
+                  seed, quiet, frames, crop_size, epochs, lr, milestones, test_clips, max_steps, workers):
+    """Linear layer on the frozen, max-pooled video backbone (for sets too large for the SVM)."""
+    from crisscross.eval.probe import probe_settings
+
+    settings = probe_settings(int(frames), crop_size or paper.FINETUNE[("ucf101", 8)].crop_size,
+                              test_clips or paper.EVAL["video_linear"].test_clips, batch_size=batch_size,
+                              epochs=epochs, lr=lr,
+                              milestones=tuple(int(m) for m in milestones.split(",")) if milestones else None)
+    _supervised(ckpt, shards, random_init, out, name, label, train_split, test_split, device, seed, quiet,
+                settings, "probe", max_steps, workers)
