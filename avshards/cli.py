@@ -42,22 +42,30 @@ def _fail(message: str, code: int = 2) -> None:
               help="Seconds allowed per video for ffprobe and for ffmpeg; a hung file fails.")
 @click.option("--overwrite", is_flag=True, help="Rebuild shards that already exist instead of skipping them.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--dataset", type=click.Choice(["ucf101", "hmdb51", "esc50", "dcase2014", "kinetics-sound"]),
+              default=None, help="Read --src as this downstream dataset's own layout and split files "
+              "(labels + train/test split in every clip's json; see avshards.datasets).")
+@click.option("--split", default=1, show_default=True,
+              help="With --dataset: the split (UCF101/HMDB51 1-3) or test fold (ESC-50/DCASE2014 1-5).")
 def build_command(src, out, root, short_side, quality, clip_seconds, videos_per_shard, workers, timeout,
-                  overwrite, quiet) -> None:
+                  overwrite, quiet, dataset, split) -> None:
     """Transcode videos into shards: 16 fps JPEG frames + 16 kHz mono audio per clip.
 
     A killed build, run again, skips the finished shards; failing videos are listed in
     failures.jsonl and the build goes on. Exits non-zero only when nothing could be built.
     """
     from avshards.build import BuildError, build
+    from avshards.datasets import DatasetError, dataset_items
     from avshards.sources import SourceError
     from avshards.transcode import MissingFFmpeg
 
     try:
+        if dataset:
+            src = dataset_items(dataset, src, split)
         report = build(src, out, root=root, short_side=short_side, quality=quality, clip_seconds=clip_seconds,
                        videos_per_shard=videos_per_shard, workers=workers, timeout=timeout,
                        overwrite=overwrite, progress=not quiet)
-    except (BuildError, SourceError, MissingFFmpeg) as err:
+    except (BuildError, SourceError, MissingFFmpeg, DatasetError) as err:
         _fail(str(err))
     except KeyboardInterrupt:
         _fail(f"interrupted; run the same command again to resume (finished shards in {out} are kept).", 130)
