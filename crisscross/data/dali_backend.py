@@ -34,31 +34,30 @@ DataLoader workers chose after doing the I/O) and returns the trainer's batch di
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from collections.abc import Iterator, Sequence
 from itertools import permutations
+from typing import Any
+
 import numpy as np
+import nvidia.dali as dali       # ImportError here: the loader turns it into the install hint
+import nvidia.dali.math as dmath
 import torch
+from nvidia.dali import fn, types
 
+from avshards.format import WAV_HEADER_BYTES
+from avshards.index import index_path
 from crisscross import paper
+from crisscross.data.augment import AudioAugParams, VideoAugParams
+from crisscross.data.views import sample_views
 
-INSTALL_HINT = ("the DALI backend needs NVIDIA DALI: pip install 'crisscross-av[dali]' "
-                "(nvidia-dali-cuda130, matching torch's CUDA 13; nvidia-dali-cuda120 for CUDA 12).")
 VIEWS = ("1", "2")
 VIDEO_PARAMS = ("crop", "flip", "jitter", "order", "gray", "sigma", "cutout")
 AUDIO_PARAMS = ("volume", "masks", "crop")
 OUTPUTS = ("v1", "v2", "a1", "a2")
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)           # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
 JITTER_ORDERS = [list(p) for p in permutations(range(4))]
-
-
-def require_dali():
-    """Import ``nvidia.dali`` or raise ImportError with the one-sentence install instruction."""
-    try:
-        import nvidia.dali as dali
-    except ImportError:
-        raise ImportError(INSTALL_HINT) from None
-    return dali
 
 
 def audio_steps(audio_samples: int, s: paper.AudioAugSettings = paper.AUDIO_AUG) -> int:
@@ -68,36 +67,61 @@ def audio_steps(audio_samples: int, s: paper.AudioAugSettings = paper.AUDIO_AUG)
 
 # --- parameters drawn by DALI ------------------------------------------------------------------
 def _uniform(low: float, high: float):
-    from nvidia.dali import fn
 
     return fn.random.uniform(range=[float(low), float(high)])
 
 
 def _randint(low, high):
     """Uniform integer in [low, high) per sample, as float; the bounds may be DataNodes."""
-    import nvidia.dali.math as dmath
 
     return dmath.floor(low + _uniform(0.0, 1.0) * (high - low))
 
 
 def _coin(p: float):
     """0.0 / 1.0 per sample, 1.0 with probability ``p``."""
-    from nvidia.dali import fn, types
 
     return fn.cast(fn.random.coin_flip(probability=float(p)), dtype=types.FLOAT)
 
 
 def _int(x):
-    from nvidia.dali import fn, types
 
     return fn.cast(x, dtype=types.INT32)
 
 
-def draw_video_params(s: paper.VideoAugSettings) -> dict:
-    """One view's video parameters drawn with ``fn.random``; ``crop`` is None: the crop is drawn by
-    ``fn.random_resized_crop`` (torchvision's algorithm, 10 tries then centre crop)."""
-    from nvidia.dali import fn
+def _frame_size(jpeg0):
+    """(height, width) of a JPEG from its header, as float DataNodes (no decode)."""
+    shape = fn.cast(fn.peek_image_shape(jpeg0), dtype=types.FLOAT)
+    return shape[0], shape[1]
 
+
+def _round(v):
+    return dmath.floor(v + 0.5)
+
+
+def draw_crop_box(jpeg0, s: paper.VideoAugSettings, attempts: int = 10):
+    """torchvision's RandomResizedCrop box [top, left, h, w] for the frames of ``jpeg0``: up to
+    ``attempts`` draws of (area, log aspect), the first that fits wins, else the centre crop."""
+    height, width = _frame_size(jpeg0)
+    lo, hi = (math.log(r) for r in s.crop_ratio)
+    in_ratio = width / height           # fallback: the largest centre box within the ratio range
+    narrow, wide = in_ratio < min(s.crop_ratio), in_ratio > max(s.crop_ratio)
+    w = narrow * width + wide * _round(height * max(s.crop_ratio)) + (1 - narrow - wide) * width
+    h = narrow * _round(width / min(s.crop_ratio)) + wide * height + (1 - narrow - wide) * height
+    found = 0.0 * height
+    for _ in range(attempts):
+        target = height * width * _uniform(*s.crop_scale)
+        aspect = dmath.exp(_uniform(lo, hi))
+        cw, ch = _round(dmath.sqrt(target * aspect)), _round(dmath.sqrt(target / aspect))
+        take = (1.0 - found) * (cw <= width) * (ch <= height)     # first fitting attempt
+        w, h = take * cw + (1.0 - take) * w, take * ch + (1.0 - take) * h
+        found = found + take
+    top = found * _randint(0, height - h + 1) + (1.0 - found) * dmath.floor((height - h) / 2.0)
+    left = found * _randint(0, width - w + 1) + (1.0 - found) * dmath.floor((width - w) / 2.0)
+    return fn.stack(top, left, h, w)
+
+
+def draw_video_params(s: paper.VideoAugSettings, jpeg0) -> dict:
+    """One view's video parameters drawn with ``fn.random`` (the crop for the frames of ``jpeg0``)."""
     on = _coin(s.jitter_p)
     factors = [1.0 + on * (_uniform(max(0.0, 1 - a), 1 + a) - 1.0)
                for a in (s.brightness, s.contrast, s.saturation)]
@@ -105,7 +129,7 @@ def draw_video_params(s: paper.VideoAugSettings) -> dict:
     order = fn.stack(*[fn.lookup_table(which, keys=list(range(len(JITTER_ORDERS))),
                                        values=[float(o[k]) for o in JITTER_ORDERS]) for k in range(4)])
     size = _coin(s.cutout_p) * _randint(1, s.cutout_max_size + 1)
-    return dict(crop=None, flip=_int(_coin(s.flip_p)), jitter=fn.stack(*factors, on * _uniform(-s.hue, s.hue)),
+    return dict(crop=draw_crop_box(jpeg0, s), flip=_int(_coin(s.flip_p)), jitter=fn.stack(*factors, on * _uniform(-s.hue, s.hue)),
                 order=_int(order), gray=_int(_coin(s.grayscale_p)),
                 sigma=_coin(s.blur_p) * _uniform(*s.blur_sigma),
                 cutout=fn.stack(_randint(0, s.crop_size - size + 1), _randint(0, s.crop_size - size + 1), size))
@@ -113,8 +137,6 @@ def draw_video_params(s: paper.VideoAugSettings) -> dict:
 
 def draw_audio_params(s: paper.AudioAugSettings, n_steps: int) -> dict:
     """One view's audio parameters drawn with ``fn.random`` (SpecAugment widths randint[0, max))."""
-    import nvidia.dali.math as dmath
-    from nvidia.dali import fn
 
     masks = []
     for count, max_w, extent in ((s.freq_masks, s.freq_mask_max, s.n_mels),
@@ -141,7 +163,6 @@ def canvas_size(s: paper.AudioAugSettings, n_steps: int) -> tuple[int, int]:
 
 def inject_params(prefix: str, names: Sequence[str]) -> dict:
     """``external_source`` nodes named ``prefix + name`` (e.g. ``v1_crop``), fed by the caller."""
-    from nvidia.dali import fn
 
     return {n: fn.external_source(name=f"{prefix}{n}") for n in names}
 
@@ -154,14 +175,12 @@ def _dev(node, device: str):
 
 def _layout(x, layout: str):
     """Arithmetic drops the layout; operators after it (and conditional merges) need it back."""
-    from nvidia.dali import fn
 
     return fn.reshape(x, layout=layout)
 
 
 def _gray(x):
     """Luma of each pixel of an FHWC float sequence, as F x H x W x 1."""
-    from nvidia.dali import fn
 
     return fn.expand_dims(sum(w * x[:, :, :, c] for c, w in enumerate(GRAY_WEIGHTS)), axes=[3])
 
@@ -172,8 +191,6 @@ def _hue_shift(x, hue):
     Closed form without branches, so it fuses into one DALI arithmetic kernel:
     RGB_k = V - C * clamp(min(n_k, 4 - n_k), 0, 1), n_k = (k + 6 H) mod 6, k = 5, 3, 1.
     """
-    import nvidia.dali.math as dmath
-    from nvidia.dali import fn
 
     r, g, b = x[:, :, :, 0], x[:, :, :, 1], x[:, :, :, 2]
     hi, lo = dmath.max(r, dmath.max(g, b)), dmath.min(r, dmath.min(g, b))
@@ -193,8 +210,6 @@ def _hue_shift(x, hue):
 
 def _jitter(x, op: int, factor):
     """torchvision's adjust_brightness / contrast / saturation / hue on floats in [0, 255]."""
-    import nvidia.dali.math as dmath
-    from nvidia.dali import fn
 
     if op == 0:
         y = dmath.clamp(x * factor, 0.0, 255.0)
@@ -212,7 +227,6 @@ def _jitter(x, op: int, factor):
 def _fill_box(x, anchor, shape, axis_names: str, fill, layout: str):
     """``x`` with the box(es) set to ``fill`` (a device tensor, so erase's CPU-only fill_value
     cannot take it): erase on a tensor of ones gives the mask, one multiply-add applies it."""
-    from nvidia.dali import fn
 
     keep = fn.erase(_layout(x * 0.0 + 1.0, layout), anchor=anchor, shape=shape, axis_names=axis_names,
                     fill_value=0.0)
@@ -221,11 +235,8 @@ def _fill_box(x, anchor, shape, axis_names: str, fill, layout: str):
 
 def _eval_box(jpeg0, s: paper.VideoAugSettings):
     """ROI of torchvision's Resize(short side EVAL_RESIZE) + CenterCrop(crop_size), in source pixels."""
-    import nvidia.dali.math as dmath
-    from nvidia.dali import fn, types
 
-    shape = fn.cast(fn.peek_image_shape(jpeg0), dtype=types.FLOAT)          # H, W, C
-    height, width = shape[0], shape[1]
+    height, width = _frame_size(jpeg0)
     wide = height <= width
     short = paper.EVAL_RESIZE
     rh = wide * short + (1 - wide) * dmath.floor(short * height / width)    # int(128 * long / short)
@@ -247,7 +258,6 @@ def augment_video(jpegs: list, p: dict | None, s: paper.VideoAugSettings, device
 
     Returns a float DataNode [3, T, S, S] normalised with the table's mean and std.
     """
-    from nvidia.dali import fn, types
 
     decode_device = "mixed" if device == "gpu" else "cpu"
     seq = fn.stack(*[fn.decoders.image(j, device=decode_device, output_type=types.RGB) for j in jpegs],
@@ -255,14 +265,13 @@ def augment_video(jpegs: list, p: dict | None, s: paper.VideoAugSettings, device
     size = [s.crop_size, s.crop_size]
     if p is None:
         start, end = _eval_box(jpegs[0], s)
-        x = fn.resize(seq, roi_start=start, roi_end=end, size=size, dtype=types.FLOAT)
-    elif p["crop"] is None:
-        x = fn.cast(fn.random_resized_crop(seq, size=size, random_area=list(s.crop_scale),
-                                           random_aspect_ratio=list(s.crop_ratio)), dtype=types.FLOAT)
+        x = fn.resize(seq, roi_start=start, roi_end=end, size=size)
     else:
-        box = p["crop"]
-        x = fn.resize(seq, roi_start=fn.stack(box[0], box[1]),
-                      roi_end=fn.stack(box[0] + box[2], box[1] + box[3]), size=size, dtype=types.FLOAT)
+        # cut first, then resize: the antialias filter must not reach past the box (as torchvision)
+        box = _int(p["crop"])
+        x = fn.resize(fn.slice(seq, start=fn.stack(box[0], box[1]), shape=fn.stack(box[2], box[3]),
+                               axis_names="HW"), size=size)
+    x = fn.cast(x, dtype=types.FLOAT)     # resized on uint8 (rounded), as the torch backend
     if p is not None:
         x = _augment_frames(x, p, s, device)
     mean = types.Constant(np.array([255 * m for m in s.mean], np.float32).reshape(1, 1, 1, 3))
@@ -272,7 +281,6 @@ def augment_video(jpegs: list, p: dict | None, s: paper.VideoAugSettings, device
 
 def _augment_frames(x, p: dict, s: paper.VideoAugSettings, device: str):
     """Flip, jitter in the drawn order, grayscale, blur, cutout: one parameter set for all frames."""
-    from nvidia.dali import fn
 
     x = fn.flip(x, horizontal=p["flip"])
     order, factors = p["order"], _dev(p["jitter"], device)
@@ -299,8 +307,6 @@ def _augment_frames(x, p: dict, s: paper.VideoAugSettings, device: str):
 def augment_audio(wave, p: dict | None, s: paper.AudioAugSettings, n_steps: int, device: str):
     """Volume, log-mel, SpecAugment masks and the spectrogram crop of one view (``p=None``: log-mel
     only). Returns a float DataNode [1, n_mels, n_steps]."""
-    import nvidia.dali.math as dmath
-    from nvidia.dali import fn, types
 
     if p is not None:
         wave = wave * _dev(p["volume"], device)
@@ -318,7 +324,6 @@ def augment_audio(wave, p: dict | None, s: paper.AudioAugSettings, n_steps: int,
 
 def _spec_masks(x, masks, s: paper.AudioAugSettings, n_steps: int):
     """Frequency then time masks, filled with the spectrogram's mean (0 dB would be the loudest)."""
-    from nvidia.dali import fn
 
     anchor, shape = [], []
     for k in range(s.freq_masks + s.time_masks):
@@ -336,7 +341,6 @@ def _spec_masks(x, masks, s: paper.AudioAugSettings, n_steps: int):
 def _spec_crop(x, box, s: paper.AudioAugSettings, n_steps: int):
     """BYOL-A RandomResizeCrop: centre the spectrogram on a zero canvas, cut the box, resize it back
     with bicubic ``align_corners=True`` (emulated with a fractional ROI on DALI's pixel centres)."""
-    from nvidia.dali import fn, types
 
     canvas_h, canvas_w = canvas_size(s, n_steps)
     top, left = (canvas_h - s.n_mels) // 2, (canvas_w - n_steps) // 2
@@ -352,35 +356,41 @@ def _spec_crop(x, box, s: paper.AudioAugSettings, n_steps: int):
 
 # --- the pipeline -----------------------------------------------------------------------------------
 def two_view_graph(jpegs: dict, waves: dict, device: str, params: str, augment: bool,
-                   video: paper.VideoAugSettings, audio: paper.AudioAugSettings, n_steps: int) -> tuple:
+                   video: paper.VideoAugSettings, audio: paper.AudioAugSettings, n_steps: int,
+                   return_params: bool = False) -> tuple:
     """The graph shared by both feeding paths: ``jpegs["1"]`` = view 1's JPEG nodes, ``waves["1"]``
-    its waveform node; returns the DataNodes (v1, v2, a1, a2)."""
-    outs = []
+    its waveform node; returns the DataNodes (v1, v2, a1, a2), then with ``return_params`` every
+    parameter in :func:`param_names` order (to check what ``fn.random`` drew)."""
+    outs, drawn = [], []
     for v in VIEWS:
         p = None
         if augment:
-            p = inject_params(f"v{v}_", VIDEO_PARAMS) if params == "inject" else draw_video_params(video)
+            p = inject_params(f"v{v}_", VIDEO_PARAMS) if params == "inject" else draw_video_params(video, jpegs[v][0])
+            drawn += [p[n] for n in VIDEO_PARAMS]
         outs.append(augment_video(jpegs[v], p, video, device))
     for v in VIEWS:
         p = None
         if augment:
             p = inject_params(f"a{v}_", AUDIO_PARAMS) if params == "inject" else draw_audio_params(audio, n_steps)
+            drawn += [p[n] for n in AUDIO_PARAMS]
         outs.append(augment_audio(_dev(waves[v], device), p, audio, n_steps, device))
-    return tuple(outs)
+    return tuple(outs + drawn) if return_params else tuple(outs)
+
+
+def param_names() -> list[tuple[str, str]]:
+    """(view, name) of the parameters :func:`two_view_graph` returns after the four views."""
+    return [(f"v{v}", n) for v in VIEWS for n in VIDEO_PARAMS] + [(f"a{v}", n) for v in VIEWS for n in AUDIO_PARAMS]
 
 
 def two_view_pipeline(batch_size: int, device: str = "gpu", params: str = "draw", augment: bool = True,
                       video_frames: int = paper.VIDEO_FRAMES,
                       audio_samples: int = int(paper.AUDIO_SECONDS * paper.SAMPLE_RATE),
                       video: paper.VideoAugSettings = paper.VIDEO_AUG, audio: paper.AudioAugSettings = paper.AUDIO_AUG,
-                      num_threads: int = 2, seed: int = 0, device_id: int = 0):
+                      num_threads: int = 2, seed: int = 0, device_id: int = 0, return_params: bool = False):
     """The DALI pipeline fed through ``external_source``: ``v1_jpeg0..7``, ``v2_jpeg0..7`` (uint8
     JPEG bytes), ``a1``/``a2`` (float32 waveforms of ``audio_samples``) and, with
     ``params="inject"``, the parameters of the module docstring. Outputs v1, v2, a1, a2.
     ``device="cpu"`` runs on CPU operators (no GPU needed)."""
-    dali = require_dali()
-    from nvidia.dali import fn
-
     check_choice("device", device, ("gpu", "cpu"))
     check_choice("params", params, ("draw", "inject"))
 
@@ -388,7 +398,8 @@ def two_view_pipeline(batch_size: int, device: str = "gpu", params: str = "draw"
     def pipe():
         jpegs = {v: [fn.external_source(name=f"v{v}_jpeg{i}") for i in range(video_frames)] for v in VIEWS}
         waves = {v: fn.external_source(name=f"a{v}") for v in VIEWS}
-        return two_view_graph(jpegs, waves, device, params, augment, video, audio, audio_steps(audio_samples, audio))
+        return two_view_graph(jpegs, waves, device, params, augment, video, audio,
+                              audio_steps(audio_samples, audio), return_params)
 
     return pipe(batch_size=batch_size, num_threads=num_threads, seed=seed,
                 device_id=device_id if device == "gpu" else None, prefetch_queue_depth=1)
@@ -424,12 +435,14 @@ class DaliAugmenter:
     def __init__(self, batch_size: int, device: str = "cpu", params: str = "draw", augment: bool = True,
                  video_frames: int = paper.VIDEO_FRAMES, audio_seconds: float = paper.AUDIO_SECONDS,
                  num_threads: int = 2, seed: int = 0, device_id: int = 0,
-                 video: paper.VideoAugSettings = paper.VIDEO_AUG, audio: paper.AudioAugSettings = paper.AUDIO_AUG):
+                 video: paper.VideoAugSettings = paper.VIDEO_AUG, audio: paper.AudioAugSettings = paper.AUDIO_AUG,
+                 return_params: bool = False):
         self.video_frames, self.params, self.augment = video_frames, params, augment
+        self.batch_size = batch_size
         self.out_device = torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
         self.pipe = two_view_pipeline(batch_size, device, params, augment, video_frames,
                                       int(audio_seconds * paper.SAMPLE_RATE), video, audio,
-                                      num_threads, seed, device_id)
+                                      num_threads, seed, device_id, return_params)
         self.pipe.build()
 
     def feed(self, clips: Sequence[dict]) -> None:
@@ -447,9 +460,61 @@ class DaliAugmenter:
                         self.pipe.feed_input(f"{view}{v}_{name}",
                                              [np.asarray(c["params"][f"{view}{v}"][name], dtype) for c in clips])
 
-    def __call__(self, clips: Sequence[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, clips: Sequence[dict]) -> dict[str, Any]:
+        """The batch {v1, v2, a1, a2} on the device (plus ``params`` with ``return_params``)."""
         self.feed(clips)
-        return dict(zip(OUTPUTS, (to_torch(t, self.out_device) for t in self.pipe.run())))
+        outs = self.pipe.run()
+        batch: dict[str, Any] = dict(zip(OUTPUTS, (to_torch(t, self.out_device) for t in outs[:4])))
+        if len(outs) > 4:
+            batch["params"] = {}
+            for (view, name), t in zip(param_names(), outs[4:]):
+                batch["params"].setdefault(view, {})[name] = torch.from_numpy(np.array(t.as_tensor()))
+        return batch
+
+
+def video_params(p: VideoAugParams) -> dict:
+    """The torch backend's parameters of a video view in this pipeline's injected form."""
+    return dict(crop=list(p.crop), flip=int(p.flip), jitter=list(p.jitter), order=list(p.jitter_order),
+                gray=int(p.grayscale), sigma=p.blur_sigma or 0.0, cutout=list(p.cutout or (0, 0, 0)))
+
+
+def audio_params(p: AudioAugParams, s: paper.AudioAugSettings, n_steps: int) -> dict:
+    """The torch backend's parameters of an audio view in this pipeline's injected form."""
+    if p.time_warp is not None:
+        raise ValueError("the DALI backend has no time warp (it is off in pretraining); use --backend torch")
+    freq = list(p.freq_masks) + [(0, 0)] * (s.freq_masks - len(p.freq_masks))
+    time = list(p.time_masks) + [(0, 0)] * (s.time_masks - len(p.time_masks))
+    canvas_h, canvas_w = canvas_size(s, n_steps)
+    whole = ((canvas_h - s.n_mels) // 2, (canvas_w - n_steps) // 2, s.n_mels, n_steps)
+    return dict(volume=p.volume, masks=[v for box in freq + time for v in box], crop=list(p.crop or whole))
+
+
+_AUGMENTERS: dict = {}
+
+
+def augment_batch(items: Sequence, device: str | torch.device = "cpu",
+                  video_settings: paper.VideoAugSettings = paper.VIDEO_AUG,
+                  audio_settings: paper.AudioAugSettings = paper.AUDIO_AUG) -> dict[str, torch.Tensor]:
+    """The loader's hook: prepared clips (:class:`crisscross.data.loader.Prepared`: the worker's
+    selection plus parameters drawn from (seed, epoch, key)) -> {v1, v2, a1, a2} on ``device``,
+    decoded and augmented by DALI with those parameters injected, so resume stays exact."""
+    device = torch.device(device)
+    raw = items[0].raw
+    frames, samples = len(raw.v1), len(raw.a1)
+    key = (device, video_settings, audio_settings, frames, samples)
+    aug = _AUGMENTERS.get(key)
+    if aug is None or aug.batch_size < len(items):
+        dali_device = "gpu" if device.type == "cuda" else "cpu"
+        aug = _AUGMENTERS[key] = DaliAugmenter(len(items), dali_device, "inject", True, frames,
+                                               samples / paper.SAMPLE_RATE, device_id=device.index or 0,
+                                               video=video_settings, audio=audio_settings)
+    steps = audio_steps(samples, audio_settings)
+    clips = [{"jpeg": [it.raw.jpegs[j] for j in it.raw.v1 + it.raw.v2],
+              "a1": it.raw.a1.astype(np.float32) / 32768.0, "a2": it.raw.a2.astype(np.float32) / 32768.0,
+              "params": {"v1": video_params(it.video[0]), "v2": video_params(it.video[1]),
+                         "a1": audio_params(it.audio[0], audio_settings, steps),
+                         "a2": audio_params(it.audio[1], audio_settings, steps)}} for it in items]
+    return aug(clips)
 
 
 # --- DALI's own webdataset reader -------------------------------------------------------------------
@@ -467,9 +532,6 @@ class ViewSelector:
         self.seen: dict[int, int] = {}
 
     def __call__(self, meta: np.ndarray, mjpeg: np.ndarray, wav: np.ndarray) -> tuple:
-        from avshards.format import WAV_HEADER_BYTES
-        from crisscross.data.views import sample_views
-
         info = json.loads(meta.tobytes())
         key = zlib.crc32(info["key"].encode())
         visit = self.seen[key] = self.seen.get(key, -1) + 1
@@ -497,10 +559,6 @@ class DaliShardLoader:
                  params: str = "draw", augment: bool = True, rank: int = 0, world_size: int = 1,
                  seed: int = 0, num_threads: int = 2, device_id: int = 0, shuffle: bool = True,
                  video_frames: int = paper.VIDEO_FRAMES, audio_seconds: float = paper.AUDIO_SECONDS):
-        dali = require_dali()
-        from avshards.index import index_path
-        from nvidia.dali import fn
-
         check_choice("params", params, ("draw",))      # the reader path draws inside DALI
         audio_samples = int(audio_seconds * paper.SAMPLE_RATE)
         selector = ViewSelector(mode, seed, video_frames, audio_samples)
