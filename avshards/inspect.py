@@ -101,6 +101,7 @@ def check_clip(clip: AVClip) -> list[str]:
         return problems
     if any(b <= a for a, b in zip(offsets, offsets[1:])):
         return problems + ["frame offsets are not increasing"]
+    wrong_size: list[int] = []
     for i, data in enumerate(clip.jpeg(range(clip.num_frames))):
         if data[:2] != b"\xff\xd8" or data[-2:] != b"\xff\xd9":
             problems.append(f"frame {i} is not one whole JPEG")
@@ -112,7 +113,11 @@ def check_clip(clip: AVClip) -> list[str]:
             problems.append(f"frame {i} does not decode ({err})")
             continue
         if img.size != (m.get("width"), m.get("height")):
-            problems.append(f"frame {i} is {img.size[0]}x{img.size[1]}, json says {m.get('width')}x{m.get('height')}")
+            wrong_size.append(i)
+    if wrong_size:   # one line, not one per frame
+        w, h = Image.open(io.BytesIO(clip.jpeg([wrong_size[0]])[0])).size
+        problems.append(f"{len(wrong_size)} frame(s) from frame {wrong_size[0]} are {w}x{h}, "
+                        f"json says {m.get('width')}x{m.get('height')}")
     problems += _check_wav(clip)
     return problems
 
