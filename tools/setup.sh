@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-dev,s3}
+EXTRAS=${EXTRAS:-dev,s3,dali,ray}
 STAMP="$VENV/.installed-$(cat pyproject.toml tools/setup.sh | sha1sum | cut -c1-12)-${EXTRAS//,/_}"
 
 if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
