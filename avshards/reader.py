@@ -42,10 +42,11 @@ def is_pattern(url: str) -> bool:
     return "{" in url or url.endswith(".tar")
 
 
-def read_manifest(folder: str) -> dict[str, Any] | None:
+def read_manifest(folder: str, retries: int = remote.RETRIES, backoff: float = remote.BACKOFF
+                  ) -> dict[str, Any] | None:
     """The folder's ``manifest.json`` as a dict, or None when there is none."""
     try:
-        return json.loads(remote.read_range(remote.join(folder, MANIFEST_NAME)))
+        return json.loads(remote.read_range(remote.join(folder, MANIFEST_NAME), retries=retries, backoff=backoff))
     except remote.NotFound:
         return None
 
@@ -86,25 +87,25 @@ def load_index(url: str, retries: int = remote.RETRIES, backoff: float = remote.
         return None
 
 
-def count_samples(url: str) -> int:
+def count_samples(url: str, retries: int = remote.RETRIES, backoff: float = remote.BACKOFF) -> int:
     """Samples in a shard: from its index when there is one, else by streaming the tar once."""
-    index = load_index(url)
+    index = load_index(url, retries, backoff)
     if index is not None:
         return len(index)
     return sum(1 for _ in read_samples(url, 0, None))
 
 
-def list_shards(url: str) -> list[ShardInfo]:
+def list_shards(url: str, retries: int = remote.RETRIES, backoff: float = remote.BACKOFF) -> list[ShardInfo]:
     """The shards at ``url`` with their sample counts (manifest, else indexes, else a scan)."""
     if is_pattern(url):
         urls = shard_urls(url)
         folder = urls[0].rsplit("/", 1)[0] if "/" in urls[0] else "."
-        manifest = read_manifest(folder)
+        manifest = read_manifest(folder, retries, backoff)
         counts = {remote.join(folder, s["name"]): s["num_samples"] for s in (manifest or {}).get("shards", [])}
-        return [ShardInfo(u, counts[u] if u in counts else count_samples(u)) for u in urls]
-    manifest = read_manifest(url)
+        return [ShardInfo(u, counts[u] if u in counts else count_samples(u, retries, backoff)) for u in urls]
+    manifest = read_manifest(url, retries, backoff)
     if manifest is None:
-        return [ShardInfo(u, count_samples(u)) for u in _listing(url)]
+        return [ShardInfo(u, count_samples(u, retries, backoff)) for u in _listing(url)]
     return [ShardInfo(remote.join(url, s["name"]), int(s["num_samples"])) for s in manifest["shards"]]
 
 

@@ -319,7 +319,9 @@ def upload_file(local_path: str, url: str) -> None:
     try:
         s3_client().upload_file(local_path, bucket, key)
     except Exception as err:
-        raise _s3_error(url, getattr(err, "last_exception", None) or err.__cause__ or err) from None
+        while err.__context__ is not None and "ClientError" not in type(err).__name__:
+            err = err.__context__   # boto3's S3UploadFailedError hides the ClientError that says why
+        raise _s3_error(url, err) from None
 
 
 def _upload_order(paths: list[str]) -> list[str]:

@@ -27,7 +27,6 @@ import bisect
 import logging
 import math
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -166,7 +165,7 @@ class ShardStream(tud.IterableDataset):
     def _start_up(self) -> list[ShardInfo]:
         """List the shards and read the first sample, turning every failure into one sentence."""
         try:
-            shards = list_shards(self.url)
+            shards = list_shards(self.url, self.retries, self.backoff)
             first = next((s for s in shards if s.num_samples), None)
             if first is None:
                 raise remote.ShardAccessError(f"{self.url} holds no samples; check the shards.")
@@ -198,11 +197,16 @@ class ShardStream(tud.IterableDataset):
 
     # iteration ---------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
-        for item, _ in self.iter_worker(*worker_info()):
-            yield item
+        for item, state in self.iter_worker(*worker_info()):
+            if not state["done"]:
+                yield item
 
     def iter_worker(self, worker: int, num_workers: int) -> Iterator[tuple[Any, dict[str, Any]]]:
-        """Yield (item, state) for one worker's part; state holds its position and counts."""
+        """Yield (item, state) for one worker's part; state holds its position and counts.
+
+        The last pair is (None, final state) with ``state["done"]`` true: it carries the counts
+        of what was skipped or lost after the last item.
+        """
         segments = partition(self.counts, self.rank, self.world_size, worker, num_workers, self.seed,
                              self.epoch, self.epoch_size, self.shuffle_shards, self.pad)
         start = (self.positions or [(0, 0)] * num_workers)[worker]
@@ -241,14 +245,18 @@ class _PartReader:
                     self.stats["skipped"] += 1
                     continue
                 yielded, since = yielded + 1, 0
-                self.stats["rewound"] = max(0, read - length)
-                yield item, {"worker": self.worker, "read": read, "yielded": yielded, **self.stats}
+                yield item, self.state(read, yielded, done=False)
                 if yielded == length:
                     break
         if yielded < length:
-            warnings.warn(f"avshards: worker {self.worker} of rank {s.rank} read a whole round of its part "
-                          f"without a usable sample; it stops at {yielded} of {length} items "
-                          f"({self.stats}); ranks may now be uneven", stacklevel=2)
+            log.warning("worker %d of rank %d read a whole round of its part without a usable sample; it "
+                        "stops at %d of %d items (%s); ranks may now be uneven", self.worker, s.rank,
+                        yielded, length, self.stats)
+        yield None, self.state(read, yielded, done=True)
+
+    def state(self, read: int, yielded: int, done: bool) -> dict[str, Any]:
+        self.stats["rewound"] = max(0, read - self.length)
+        return {"worker": self.worker, "read": read, "yielded": yielded, "done": done, **self.stats}
 
     def order(self, block: int, rnd: int, n: int) -> list[int]:
         if self.s.shuffle_buffer <= 1:
@@ -319,14 +327,18 @@ class _Batches(tud.IterableDataset):
         self.stream, self.batch_size, self.collate_fn = stream, batch_size, collate_fn
 
     def __iter__(self) -> Iterator[tuple[dict[str, Any], Any]]:
-        items, state = [], None
+        items, last = [], None
         for item, state in self.stream.iter_worker(*worker_info()):
+            if state["done"]:
+                if items:
+                    yield last, self.collate_fn(items)
+                yield state, None        # the final counts, no batch
+                return
             items.append(item)
+            last = state
             if len(items) == self.batch_size:
                 yield state, self.collate_fn(items)
                 items = []
-        if items:
-            yield state, self.collate_fn(items)
 
 
 def _as_list(items: list) -> list:
@@ -384,8 +396,10 @@ class StreamLoader:
         for state, batch in loader:
             w = state["worker"]
             self.positions[w] = (state["read"], state["yielded"])
-            self.worker_stats[w] = {k: v for k, v in state.items() if k not in ("worker", "read", "yielded")}
-            yield batch
+            self.worker_stats[w] = {k: v for k, v in state.items()
+                                    if k not in ("worker", "read", "yielded", "done")}
+            if batch is not None:
+                yield batch
         self.last_epoch_stats = self.stats
         log.info("avshards epoch %d (rank %d): %s", self.epoch, self.stream.rank, self.last_epoch_stats)
         self.set_epoch(self.epoch + 1)

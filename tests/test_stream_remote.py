@@ -1,0 +1,134 @@
+"""Streaming from real servers on loopback: moto's S3 server and a Range-capable http.server."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from avshards import remote
+from avshards.cli import main
+from avshards.index import write_index
+from avshards.reader import list_shards, open_shards
+from avshards.stream import ShardStream, StreamLoader
+from servers import HttpServer, S3Server
+
+COUNTS = [3, 5, 2, 4, 1]
+
+
+@pytest.fixture
+def folder(synth_shards):
+    out = synth_shards(COUNTS, seconds=0.25)
+    for i, path in enumerate(sorted(out.glob("*.tar"))):
+        if i != 2:                      # one shard without an index: the streaming fallback
+            write_index(str(path))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server
+
+
+@pytest.fixture
+def http(folder):
+    with HttpServer(folder) as server:
+        yield server
+
+
+def clip_data(clips) -> list[tuple]:
+    return [(c.key, c.meta, c.jpeg([0, -1]), c.pcm().tobytes()) for c in clips]
+
+
+def epoch(url: str, num_workers: int = 0, **kw) -> list:
+    loader = StreamLoader(ShardStream(url, seed=4, shuffle_buffer=3, **kw), batch_size=2, num_workers=num_workers)
+    return [(c.key, c.jpeg([1])[0]) for batch in loader for c in batch]
+
+
+def test_http_and_s3_equal_local_sample_for_sample(folder, http, s3):
+    url = s3.upload_folder(folder, "equal", "k400/")
+    local = clip_data(open_shards(folder))
+    assert clip_data(open_shards(http.url + "/")) == local
+    assert clip_data(open_shards(url)) == local
+    assert list_shards(url) == [s.__class__(url + s.url.rsplit("/", 1)[1], s.num_samples)
+                                for s in list_shards(folder)]
+    expected = epoch(folder)
+    assert epoch(http.url + "/") == expected
+    assert epoch(url, num_workers=2) == epoch(folder, num_workers=2)
+    # a brace pattern over HTTP (manifest beside it) and an S3 prefix without manifest (listing)
+    assert len(list(open_shards(http.url + "/shards-{000000..000004}.tar"))) == 15
+    s3.client().delete_object(Bucket="equal", Key="k400/manifest.json")
+    assert [s.num_samples for s in list_shards(url)] == COUNTS
+
+
+def test_s3_wrong_keys_fail_clearly(folder, s3, monkeypatch):
+    url = s3.upload_folder(folder, "keys", "k400/")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(remote.ShardAccessError, match="access denied .SignatureDoesNotMatch.; check AWS_"):
+        ShardStream(url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000000")
+    with pytest.raises(remote.ShardAccessError, match="access denied .InvalidAccessKeyId."):
+        ShardStream(url)
+
+
+def test_missing_bucket_prefix_and_objects_fail_clearly(folder, s3, http):
+    with pytest.raises(remote.ShardAccessError, match="the bucket 'no-such-bucket' does not exist"):
+        ShardStream("s3://no-such-bucket/k400/")
+    url = s3.upload_folder(folder, "missing", "k400/")
+    with pytest.raises(remote.ShardAccessError, match="has no manifest.json and no .tar shards"):
+        ShardStream(url.replace("k400", "k700"))
+    with pytest.raises(remote.ShardAccessError, match="does not exist in the bucket"):
+        ShardStream(url + "nope-{000000..000001}.tar")
+    with pytest.raises(remote.ShardAccessError, match="HTTP 404"):
+        ShardStream(http.url + "/nope.tar")
+    with pytest.raises(remote.ShardAccessError, match="gives no listing"):
+        ShardStream(http.url + "/sub/")
+
+
+def test_server_down_at_start_up_fails_clearly(folder):
+    server = HttpServer(folder)
+    server.stop()
+    with pytest.raises(remote.ShardAccessError, match="cannot reach .* check that the server"):
+        ShardStream(server.url + "/", retries=1, backoff=0.01)
+
+
+def test_http_server_killed_mid_epoch_retries_then_skips(synth_shards, caplog):
+    folder = synth_shards([4] * 8, seconds=0.25)
+    for path in folder.glob("*.tar"):
+        write_index(str(path))
+    server = HttpServer(folder)
+    stream = ShardStream(server.url + "/", shuffle_shards=False, retries=2, backoff=0.01)
+    loader = StreamLoader(stream, batch_size=1)       # reads in blocks of 16 samples (4 shards)
+    got = []
+    for batch in loader:
+        got += [c.key for c in batch]
+        if len(got) == 4:
+            server.stop()                             # the second block's requests are refused
+    stats = loader.last_epoch_stats
+    assert got == [f"clip{i:06d}" for i in range(16)]
+    assert stats["lost"] == 16 and stats["failed_shards"] == 4
+    assert "without a usable sample" in caplog.text and "Connection refused" in caplog.text
+
+
+def test_upload_cli_skips_what_is_there_and_streams_back(folder, s3):
+    s3.client().create_bucket(Bucket="upl")
+    runner = CliRunner()
+    first = runner.invoke(main, ["upload", folder, "s3://upl/k400/", "--quiet"])
+    assert first.exit_code == 0, first.output
+    assert "10 file(s) uploaded, 0 already there" in first.output     # 5 tars, 4 idx, manifest
+    again = runner.invoke(main, ["upload", folder, "s3://upl/k400/"])
+    assert "0 file(s) uploaded, 10 already there" in again.output
+    assert clip_data(open_shards("s3://upl/k400/")) == clip_data(open_shards(folder))
+    assert remote.exists("s3://upl/k400/manifest.json") and not remote.exists("s3://upl/k400/x.tar")
+    listing = runner.invoke(main, ["ls", "s3://upl/k400/"])
+    assert "5 shard(s), 15 sample(s)" in listing.output
+    bad = runner.invoke(main, ["upload", folder, "s3://no-such-bucket/x/"])
+    assert bad.exit_code == 2 and "bucket 'no-such-bucket' does not exist" in bad.output
+    assert "Traceback" not in bad.output
