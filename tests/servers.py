@@ -30,6 +30,10 @@ class RangeHandler(SimpleHTTPRequestHandler):
         pass
 
     def send_head(self):
+        if self.server.failures_left > 0:   # a flaky server: answer 503 a few times
+            self.server.failures_left -= 1
+            self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
+            return None
         rng = self.headers.get("Range")
         path = self.translate_path(self.path)
         if not rng or not os.path.isfile(path):
@@ -72,9 +76,14 @@ class HttpServer:
         handler = lambda *a, **kw: RangeHandler(*a, directory=self.folder, **kw)  # noqa: E731
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
+        self.server.failures_left = 0
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def fail_next(self, n: int) -> None:
+        """Answer the next ``n`` requests with HTTP 503 (a transient server error)."""
+        self.server.failures_left = n
 
     def stop(self) -> None:
         """Stop serving and close the port: later requests get 'connection refused'."""

@@ -99,12 +99,24 @@ def test_server_down_at_start_up_fails_clearly(folder):
         ShardStream(server.url + "/", retries=1, backoff=0.01)
 
 
-def test_http_server_killed_mid_epoch_retries_then_skips(synth_shards, caplog):
+@pytest.fixture
+def eight_shards(synth_shards):
     folder = synth_shards([4] * 8, seconds=0.25)
     for path in folder.glob("*.tar"):
         write_index(str(path))
-    server = HttpServer(folder)
-    stream = ShardStream(server.url + "/", shuffle_shards=False, retries=2, backoff=0.01)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["http", "s3"])
+def test_server_killed_mid_epoch_retries_then_skips(eight_shards, kind, caplog, monkeypatch):
+    server = HttpServer(eight_shards) if kind == "http" else S3Server()
+    if kind == "http":
+        url = server.url + "/"
+    else:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        url = server.upload_folder(eight_shards, "killed", "k400/")
+    stream = ShardStream(url, shuffle_shards=False, retries=2, backoff=0.01)
     loader = StreamLoader(stream, batch_size=1)       # reads in blocks of 16 samples (4 shards)
     got = []
     for batch in loader:
@@ -114,7 +126,20 @@ def test_http_server_killed_mid_epoch_retries_then_skips(synth_shards, caplog):
     stats = loader.last_epoch_stats
     assert got == [f"clip{i:06d}" for i in range(16)]
     assert stats["lost"] == 16 and stats["failed_shards"] == 4
-    assert "without a usable sample" in caplog.text and "Connection refused" in caplog.text
+    assert "without a usable sample" in caplog.text and "skipping the rest of" in caplog.text
+
+
+def test_transient_http_errors_are_retried(eight_shards):
+    with HttpServer(eight_shards) as server:
+        loader = StreamLoader(ShardStream(server.url + "/", shuffle_shards=False, retries=3, backoff=0.01),
+                              batch_size=1)
+        got = []
+        for batch in loader:
+            got += [c.key for c in batch]
+            if len(got) == 4:
+                server.fail_next(3)                   # three 503s, then the server recovers
+        assert got == [f"clip{i:06d}" for i in range(32)]
+        assert loader.last_epoch_stats["lost"] == 0 and server.server.failures_left == 0
 
 
 def test_upload_cli_skips_what_is_there_and_streams_back(folder, s3):
