@@ -191,3 +191,18 @@ def test_augment_prepared_runs_the_cuda_split_on_cpu():
     out = augment_prepared(items, "cpu")
     assert {k: tuple(v.shape) for k, v in out.items()} == {
         "v1": (3, 3, 8, 112, 112), "v2": (3, 3, 8, 112, 112), "a1": (3, 1, 80, 201), "a2": (3, 1, 80, 201)}
+
+
+@pytest.mark.dali
+def test_dali_backend_gets_the_same_views_and_parameters(synth_shards):
+    """backend="dali" (DALI's CPU operators here) is fed the torch backend's selection and drawn
+    parameters, so both give the same batch within the backends' measured tolerances."""
+    pytest.importorskip("nvidia.dali")
+    url = str(synth_shards([4], seconds=3.0))
+    torch_batches = list(make_train_loader(url, batch_size=2, num_workers=0, seed=3))
+    dali = make_train_loader(url, batch_size=2, num_workers=0, seed=3, backend="dali")
+    for t, d in zip(torch_batches, dali):
+        assert t["keys"] == d["keys"]
+        for k in ("v1", "v2", "a1", "a2"):
+            assert d[k].shape == t[k].shape and d[k].dtype == t[k].dtype
+            assert (d[k] - t[k]).abs().mean() < 0.01

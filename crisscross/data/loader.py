@@ -265,7 +265,7 @@ def dali_selection(item: Prepared) -> dict[str, Any]:
         audio[name] = {"volume": p.volume, "masks": [v for m in p.freq_masks + p.time_masks for v in m],
                        "crop": list(p.crop or (0, 0, 0, 0))}
     return {"jpeg": [raw.jpegs[j] for j in raw.v1 + raw.v2],
-            "a1": raw.a1.astype(np.float32) / 32768.0, "a2": raw.a2.astype(np.float32) / 32768.0,
+            "a1": np.asarray(raw.a1, np.float32) / 32768.0, "a2": np.asarray(raw.a2, np.float32) / 32768.0,
             "params": video | audio}
 
 
