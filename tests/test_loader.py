@@ -206,3 +206,15 @@ def test_dali_backend_gets_the_same_views_and_parameters(synth_shards):
         for k in ("v1", "v2", "a1", "a2"):
             assert d[k].shape == t[k].shape and d[k].dtype == t[k].dtype
             assert (d[k] - t[k]).abs().mean() < 0.01
+
+
+def test_a_clip_read_twice_in_an_epoch_gets_new_views(synth_shards):
+    """epoch_size larger than the data (Table S10 style) reads clips again: fresh draws each time."""
+    url = str(synth_shards([2], seconds=6.0))
+    loader = make_train_loader(url, batch_size=2, num_workers=0, seed=4, epoch_size=6, shuffle_buffer=0)
+    batches = list(loader)
+    keys = [k for b in batches for k in b["keys"]]
+    assert len(keys) == 6 and len(set(keys)) == 2
+    v1 = torch.cat([b["v1"] for b in batches])
+    same_key = [i for i, k in enumerate(keys) if k == keys[0]]
+    assert not torch.allclose(v1[same_key[0]], v1[same_key[1]])

@@ -63,10 +63,12 @@ class Prepared(NamedTuple):
     audio: tuple[AudioAugParams, AudioAugParams]
 
 
-def clip_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
-    """The generator of one clip's views and augmentations: a pure function of (seed, epoch, key),
-    so any worker, device or resumed run draws the same (crc32 is stable across processes)."""
-    return np.random.default_rng([seed, epoch, zlib.crc32(key.encode())])
+def clip_rng(seed: int, epoch: int, key: str, visit: int = 0) -> np.random.Generator:
+    """The generator of one clip's views and augmentations: a pure function of (seed, epoch, key,
+    visit), so any worker, device or resumed run draws the same (crc32 is stable across processes).
+    ``visit`` counts earlier reads of the same clip in the epoch (a fixed epoch size larger than
+    the data, e.g. Table S10's 220K for Kinetics-Sound, reads every clip several times)."""
+    return np.random.default_rng([seed, epoch, zlib.crc32(key.encode()), visit])
 
 
 def window_indices(start: int, count: int, length: int) -> list[int]:
@@ -108,8 +110,13 @@ def select_two_views(clip: AVClip, mode: str, rng: np.random.Generator,
 
 @dataclass
 class PrepareClip:
-    """The worker-side map: AVClip -> :class:`Prepared` (or :class:`Skipped`). Picklable; ``epoch``
-    is updated by :meth:`TrainLoader.set_epoch` before workers start."""
+    """The worker-side map: AVClip -> :class:`Prepared` (None for a clip without audio or frames).
+    Picklable; :class:`TrainLoader` sets ``epoch`` and calls :meth:`reset` before workers start.
+
+    The visit number of a clip is ``clip.visit`` when the stream provides it, else counted here
+    per worker and epoch: exact for straight runs and for resumes at an epoch boundary; after a
+    mid-epoch resume, a clip read twice in that epoch may repeat the draws of its earlier visit.
+    """
 
     mode: str = "mild"
     seed: int = 0
@@ -119,10 +126,20 @@ class PrepareClip:
     video_settings: VideoAugSettings = paper.VIDEO_AUG
     audio_settings: AudioAugSettings = paper.AUDIO_AUG
 
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the visit counts (a new epoch or a fresh DataLoader)."""
+        self.visits: dict[str, int] = {}
+
     def __call__(self, clip: AVClip) -> Prepared | None:
         if not clip.has_audio or clip.num_samples == 0 or clip.num_frames == 0:
             return None             # the stream skips and counts it, and reads on to keep parts equal
-        rng = clip_rng(self.seed, self.epoch, clip.key)
+        visit = getattr(clip, "visit", None)
+        if visit is None:
+            visit = self.visits[clip.key] = self.visits.get(clip.key, -1) + 1
+        rng = clip_rng(self.seed, self.epoch, clip.key, visit)
         raw = select_two_views(clip, self.mode, rng, self.video_frames, self.audio_samples)
         h, w = raw.size
         video = (draw_video_params(rng, h, w, self.video_settings), draw_video_params(rng, h, w, self.video_settings))
@@ -246,6 +263,7 @@ class TrainLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # the map function travels to the workers when the DataLoader starts: set its epoch first
         self.prepare.epoch = self.batches.epoch
+        self.prepare.reset()
         for batch in self.batches:
             self._stats = self.batches.stats      # kept past the epoch's end, where the stream resets
             yield self._finish(batch)
