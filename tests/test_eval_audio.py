@@ -1,0 +1,78 @@
+"""Linear SVM on real labeled sounds (arcade game effects, class = file name without its number)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from avshards.build import build
+from avshards.sources import SourceItem
+from crisscross.checkpoint import save_checkpoint
+from crisscross.cli import main as crisscross_cli
+from crisscross.eval.features import load_backbones, protocol_spec
+from crisscross.eval.protocols import Extraction, linear_eval
+from crisscross.models import build_crisscross
+
+CLASSES = ("coin", "error", "gameover", "hit", "hurt", "jump", "laser", "lose", "upgrade")   # 5 files each
+
+
+@pytest.fixture(scope="module")
+def sfx_shards(media, tmp_path_factory):
+    """Audio-only shards: sounds 1-2 of each class are the test videos, sounds 3-5 train."""
+    items = [SourceItem(str(media / f"audio/arcade_sfx/{c}{n}.wav"), c, "test" if n <= 2 else "train", id=f"{c}{n}")
+             for c in CLASSES for n in range(1, 6)]
+    out = tmp_path_factory.mktemp("sfx") / "arcade"
+    report = build(items, out, workers=2, progress=False)
+    assert report.num_samples == len(items)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("feature-cache"))
+
+
+def test_svm_beats_chance_on_real_sounds_with_random_features(sfx_shards, cache):
+    spec = protocol_spec("audio_linear", "audio")
+    how = Extraction(None, train_clips=2, test_clips=1, cache_dir=cache, progress=False)
+    report, table, (cm, classes) = linear_eval(load_backbones(None), [sfx_shards], spec, how)
+    chance = 1 / len(CLASSES)
+    assert report["accuracy"] >= 2.5 * chance, report["splits"]      # 18 test sounds; 7 right here
+    assert report["feature_dim"] == 4608            # 512 x 3 x 3: conv5 3x7, max pool (1,3)/(1,2), 2 s
+    assert report["select_on"] == "validation" and "validation part" in report["notes"][0]
+    assert classes == sorted(CLASSES) and cm.sum() == 2 * len(CLASSES)
+    assert "| random init |" in table
+
+
+@pytest.mark.slow
+def test_cli_linear_reports_and_random_init_flag(sfx_shards, cache, tmp_path):
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    torch.manual_seed(123)
+    save_checkpoint(ckpt, {"model": build_crisscross().state_dict()})
+    args = [sfx_shards, "--modality", "audio", "--train-clips", "2", "--test-clips", "1", "--quiet",
+            "--cache", cache, "--name", "arcade", "--device", "cpu"]
+    runs = {}
+    for name, extra in (("ckpt", [str(ckpt)]), ("flag", [str(ckpt), "--random-init"]), ("word", ["random"])):
+        out = tmp_path / name
+        result = CliRunner().invoke(crisscross_cli, ["eval", "linear", *extra, *args, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads((out / "linear-audio-arcade.json").read_text())
+        assert (out / "linear-audio-arcade.md").read_text().startswith("# Linear SVM (audio) on arcade")
+        assert (out / "linear-audio-arcade-confusion.png").stat().st_size > 1000
+    assert runs["ckpt"]["method"] == "run" and not runs["ckpt"]["random_init"]
+    assert runs["flag"]["random_init"] and runs["flag"]["method"] == "random init"
+    # --random-init and CKPT "random" are the same network; the checkpoint's is another one.
+    assert runs["flag"]["splits"] == runs["word"]["splits"]
+    assert runs["ckpt"]["splits"][0]["sweep"] != runs["flag"]["splits"][0]["sweep"]
+
+
+def test_cli_linear_user_errors(sfx_shards, tmp_path):
+    run = CliRunner().invoke(crisscross_cli, ["eval", "linear", str(tmp_path / "missing.pt"), sfx_shards])
+    assert run.exit_code != 0 and "does not exist" in run.output and "Traceback" not in run.output
+    run = CliRunner().invoke(crisscross_cli, ["eval", "linear", "random", sfx_shards, "--modality", "audio",
+                                              "--train-split", "val", "--out", str(tmp_path), "--quiet",
+                                              "--train-clips", "1", "--no-cache"])
+    assert run.exit_code != 0 and "no samples with split 'val'" in run.output

@@ -1,0 +1,74 @@
+"""Retrieval metrics on a hand-made case, SVM bookkeeping (clip averaging, validation split), reports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crisscross.eval.report import confusion_matrix, markdown_table, write_report
+from crisscross.eval.retrieval import cosine_neighbours, recall_at_k
+from crisscross.eval.svm import ClipFeatures, average_per_video, svm_sweep, validation_split
+
+
+def test_retrieval_hand_made_case():
+    # Gallery on the unit circle at 0, 90, 180, 270 degrees; classes a, b, a, c.
+    gallery = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], float)
+    labels = ["a", "b", "a", "c"]
+    # Query 1 sits at 10 degrees (nearest: 0 -> a, then 90 -> b, then 270 -> c, then 180 -> a).
+    # Query 2 sits at 80 degrees, class c: nearest 90 (b), 0 (a), 180 (a), 270 (c).
+    q = np.array([[np.cos(np.radians(10)), np.sin(np.radians(10))],
+                  [np.cos(np.radians(80)), np.sin(np.radians(80))]]) * 3.0   # scale must not matter
+    assert cosine_neighbours(q, gallery, 4).tolist() == [[0, 1, 3, 2], [1, 0, 2, 3]]
+    r = recall_at_k(gallery, labels, q, ["a", "c"], ks=(1, 2, 3, 4))
+    assert r == {1: 0.5, 2: 0.5, 3: 0.5, 4: 1.0}
+    # k larger than the gallery is capped at the gallery size.
+    assert recall_at_k(gallery, labels, q, ["a", "c"], ks=(1, 20))[20] == 1.0
+
+
+def test_clip_scores_are_averaged_per_video():
+    scores = np.array([[1.0, 0.0], [0.0, 3.0], [2.0, 2.0]])
+    out = average_per_video(scores, np.array([0, 0, 1]), 2)
+    assert out.tolist() == [[0.5, 1.5], [2.0, 2.0]]
+    with pytest.raises(ValueError, match="no clips"):
+        average_per_video(scores, np.array([0, 0, 0]), 2)
+
+
+def test_validation_split_is_stratified_and_keeps_every_class():
+    labels = ["a"] * 10 + ["b"] * 5 + ["c"]
+    train, val = validation_split(labels, 0.2, seed=1)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(16))
+    held = [labels[i] for i in val]
+    assert held.count("a") == 2 and held.count("b") == 1 and "c" not in held
+
+
+def test_svm_sweep_separates_clusters_and_reports_its_choice():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 3
+
+    def clips(n_videos, per_video):
+        labels = [str(v % 3) for v in range(n_videos)]
+        video = np.repeat(np.arange(n_videos), per_video)
+        x = centres[[int(labels[v]) for v in video]] + rng.normal(size=(len(video), 16))
+        return ClipFeatures(x.astype(np.float32), video, [f"v{i}" for i in range(n_videos)], labels)
+
+    train, test = clips(30, 4), clips(12, 3)
+    r = svm_sweep(train, test, cs=(1e-3, 1.0))
+    assert r.selected_on == "validation" and r.accuracy == 1.0
+    assert all("validation" in v for v in r.sweep.values())
+    t = svm_sweep(train, test, cs=(1e-3, 1.0), select_on="test")
+    assert t.selected_on == "test" and all("test" in v for v in t.sweep.values())
+
+
+def test_report_files(tmp_path):
+    assert markdown_table(["Method", "UCF101"], [["ours", 0.7812]]) == (
+        "| Method | UCF101 |\n|---|---|\n| ours | 78.1 |\n")
+    cm = confusion_matrix(np.array([0, 1, 1, -1]), np.array([0, 0, 1, 1]), 2)
+    assert cm.tolist() == [[1, 0], [1, 1]]
+    paths = write_report(tmp_path, "r", {"title": "T", "accuracy": np.float64(0.5), "notes": ["n1"]},
+                         "| a |\n", (cm, ["x", "y"]))
+    assert json.loads(paths["json"].read_text())["accuracy"] == 0.5
+    assert "- n1" in paths["markdown"].read_text()
+    assert Image.open(paths["confusion"]).size[0] > 100
