@@ -149,6 +149,8 @@ def _run_shards(specs: list[ShardSpec], workers: int, show: bool, on_result) -> 
     """Build ``specs`` in a process pool (or in-process for one worker), with a tqdm bar in videos."""
     from tqdm import tqdm
 
+    if not specs:
+        return
     total = sum(len(s.videos) for s in specs)
     bar = tqdm(total=total, unit="video", disable=not show, dynamic_ncols=True, desc="build")
     try:

@@ -128,7 +128,10 @@ def _kinetics(body: list[list[str]], header: list[str], root: str) -> list[Sourc
     for row in body:
         rec = dict(zip(header, (c.strip() for c in row)))
         yid, label, split = rec["youtube_id"], rec["label"], rec.get("split") or None
-        start, end = float(rec["time_start"]), float(rec["time_end"])
+        try:
+            start, end = float(rec["time_start"]), float(rec["time_end"])
+        except ValueError:
+            raise SourceError(f"Kinetics row {row} has a non-numeric time_start/time_end; fix the CSV.") from None
         cut = f"{yid}_{int(start):06d}_{int(end):06d}"
         if cut in by_stem:       # the downloader already cut the segment: take the whole file
             items.append(SourceItem(by_stem[cut], label, split, None, None, yid))
