@@ -12,8 +12,9 @@ predictor                                 2,100,736
 CrissCross, both modalities              49,662,080
 =====================================  ============
 
-Both backbones are one generic :class:`ResNet` (stem + residual block maker + layer counts), like
-torchvision's video ResNet. Their ``pool`` attribute picks the global pooling of the conv5 map:
+Both backbones are one generic :class:`ResNet` (stem + residual block maker + layer counts +
+widths), like torchvision's video ResNet; smaller ``layers`` / ``widths`` give smaller networks of
+the same design (tests and the tiny CPU preset use them). Their ``pool`` attribute picks the global pooling of the conv5 map:
 ``"avg"`` for pretraining, ``"max"`` for evaluation, ``"none"`` to return the map itself.
 Nothing here computes a loss (see :mod:`crisscross.losses`); state dicts are plain PyTorch ones.
 """
@@ -138,12 +139,13 @@ class VideoBackbone(ResNet):
     conv3-conv5 halve time and space. 8 x 112^2 gives a 512 x 1 x 4 x 4 conv5 map.
     """
 
-    def __init__(self, pool: str = "avg", layers: Sequence[int] = RESNET18_LAYERS) -> None:
+    def __init__(self, pool: str = "avg", layers: Sequence[int] = RESNET18_LAYERS,
+                 widths: Sequence[int] = WIDTHS) -> None:
         stem = nn.Sequential(
-            nn.Conv3d(3, WIDTHS[0], (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False),
-            nn.BatchNorm3d(WIDTHS[0]), nn.ReLU(inplace=True),
+            nn.Conv3d(3, widths[0], (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False),
+            nn.BatchNorm3d(widths[0]), nn.ReLU(inplace=True),
             nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
-        super().__init__(stem, R2Plus1DBlock, layers, WIDTHS, pool)
+        super().__init__(stem, R2Plus1DBlock, layers, widths, pool)
 
 
 class AudioBackbone(ResNet):
@@ -153,12 +155,13 @@ class AudioBackbone(ResNet):
     512 x 3 x 7 conv5 map.
     """
 
-    def __init__(self, pool: str = "avg", layers: Sequence[int] = RESNET18_LAYERS) -> None:
+    def __init__(self, pool: str = "avg", layers: Sequence[int] = RESNET18_LAYERS,
+                 widths: Sequence[int] = WIDTHS) -> None:
         stem = nn.Sequential(
-            nn.Conv2d(1, WIDTHS[0], 7, 2, 3, bias=False),
-            nn.BatchNorm2d(WIDTHS[0]), nn.ReLU(inplace=True),
+            nn.Conv2d(1, widths[0], 7, 2, 3, bias=False),
+            nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, 1))
-        super().__init__(stem, BasicBlock, layers, WIDTHS, pool)
+        super().__init__(stem, BasicBlock, layers, widths, pool)
 
 
 class MLP(nn.Sequential):

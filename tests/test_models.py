@@ -24,8 +24,10 @@ def model() -> CrissCross:
 
 
 def small_crisscross(**kw) -> CrissCross:
-    """A real but shallow CrissCross (one block per stage) for the tests that need many forwards."""
-    return CrissCross(VideoBackbone(layers=(1, 1, 1, 1)), AudioBackbone(layers=(1, 1, 1, 1)), **kw)
+    """A real CrissCross of the paper's design, shrunk (one block per stage, narrow) for fast CPU steps."""
+    narrow = dict(layers=(1, 1, 1, 1), widths=(8, 16, 32, 64))
+    return CrissCross(VideoBackbone(**narrow), AudioBackbone(**narrow),
+                      proj_hidden=128, proj_dim=128, pred_hidden=32, **kw)
 
 
 def test_parameter_counts_match_the_published_architectures(model):
