@@ -14,8 +14,8 @@ CrissCross, both modalities              49,662,080
 
 Both backbones are one generic :class:`ResNet` (stem + residual block maker + layer counts +
 widths), like torchvision's video ResNet; smaller ``layers`` / ``widths`` give smaller networks of
-the same design (tests and the tiny CPU preset use them). Their ``pool`` attribute picks the global pooling of the conv5 map:
-``"avg"`` for pretraining, ``"max"`` for evaluation, ``"none"`` to return the map itself.
+the same design (the tests use them). The ``pool`` attribute picks the global pooling of the conv5
+map: ``"avg"`` for pretraining, ``"max"`` for evaluation, ``"none"`` to return the map itself.
 Nothing here computes a loss (see :mod:`crisscross.losses`); state dicts are plain PyTorch ones.
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -59,7 +58,9 @@ class R2Plus1DBlock(nn.Module):
         def temporal(s: int) -> nn.Conv3d:
             return nn.Conv3d(out_channels, out_channels, (3, 1, 1), (s, 1, 1), (1, 0, 0), bias=False)
 
-        bn_relu = lambda: (nn.BatchNorm3d(out_channels), nn.ReLU(inplace=True))  # noqa: E731
+        def bn_relu() -> tuple[nn.Module, nn.Module]:
+            return nn.BatchNorm3d(out_channels), nn.ReLU(inplace=True)
+
         self.main = nn.Sequential(
             spatial(in_channels, stride), *bn_relu(), temporal(stride), *bn_relu(),
             spatial(out_channels, 1), *bn_relu(), temporal(1))

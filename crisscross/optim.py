@@ -16,7 +16,7 @@ for checkpoint resume; the schedule is a pure function of the step number.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -118,7 +118,7 @@ class LARC:
             decay = torch.where(active, weight_decay * scale, torch.zeros_like(rate))
             p.grad.mul_(scale).add_(p * decay)  # (g + wd * w) * scale
 
-    def step(self, closure=None):  # noqa: ANN001, ANN201 - same signature as torch optimisers
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Scale every gradient by its clipped adaptive rate, then step the wrapped optimiser."""
         loss = None
         if closure is not None:
