@@ -214,9 +214,12 @@ def extract(url: str, split: str | None, backbones: dict[str, nn.Module], specs:
                     rows[s.modality].append(pooled(backbones[s.modality], x, s).float().cpu().numpy())
                 pending[s.modality].clear()
 
-    bar = tqdm(split_clips(url, split), total=count_samples(url), disable=not progress, unit="sample",
+    # The bar counts every sample read (those of other splits are read and skipped too).
+    bar = tqdm(open_shards(url), total=count_samples(url), disable=not progress, unit="sample",
                desc=f"features {'+'.join(s.modality for s in specs)} {split or ''}".strip())
     for clip in bar:
+        if split is not None and clip.split != split:
+            continue
         vid = keys.setdefault(video_id(clip), len(keys))
         if vid == len(labels):
             labels.append(str(clip.label))
