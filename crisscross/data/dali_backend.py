@@ -67,24 +67,21 @@ def audio_steps(audio_samples: int, s: paper.AudioAugSettings = paper.AUDIO_AUG)
 
 # --- parameters drawn by DALI ------------------------------------------------------------------
 def _uniform(low: float, high: float):
-
     return fn.random.uniform(range=[float(low), float(high)])
 
 
 def _randint(low, high):
     """Uniform integer in [low, high) per sample, as float; the bounds may be DataNodes."""
-
     return dmath.floor(low + _uniform(0.0, 1.0) * (high - low))
 
 
 def _coin(p: float):
     """0.0 / 1.0 per sample, 1.0 with probability ``p``."""
-
     return fn.cast(fn.random.coin_flip(probability=float(p)), dtype=types.FLOAT)
 
 
 def _int(x):
-
+    """Cast to int32 (slice shapes, flags and orders must be integers)."""
     return fn.cast(x, dtype=types.INT32)
 
 
@@ -95,6 +92,7 @@ def _frame_size(jpeg0):
 
 
 def _round(v):
+    """Round half up (torchvision's round() differs only on exact ties)."""
     return dmath.floor(v + 0.5)
 
 
@@ -128,16 +126,15 @@ def draw_video_params(s: paper.VideoAugSettings, jpeg0) -> dict:
     which = _int(fn.random.uniform(values=list(range(len(JITTER_ORDERS)))))
     order = fn.stack(*[fn.lookup_table(which, keys=list(range(len(JITTER_ORDERS))),
                                        values=[float(o[k]) for o in JITTER_ORDERS]) for k in range(4)])
-    size = _coin(s.cutout_p) * _randint(1, s.cutout_max_size + 1)
-    return dict(crop=draw_crop_box(jpeg0, s), flip=_int(_coin(s.flip_p)), jitter=fn.stack(*factors, on * _uniform(-s.hue, s.hue)),
-                order=_int(order), gray=_int(_coin(s.grayscale_p)),
-                sigma=_coin(s.blur_p) * _uniform(*s.blur_sigma),
-                cutout=fn.stack(_randint(0, s.crop_size - size + 1), _randint(0, s.crop_size - size + 1), size))
+    side = _coin(s.cutout_p) * _randint(1, s.cutout_max_size + 1)
+    cutout = fn.stack(_randint(0, s.crop_size - side + 1), _randint(0, s.crop_size - side + 1), side)
+    return dict(crop=draw_crop_box(jpeg0, s), flip=_int(_coin(s.flip_p)),
+                jitter=fn.stack(*factors, on * _uniform(-s.hue, s.hue)), order=_int(order),
+                gray=_int(_coin(s.grayscale_p)), sigma=_coin(s.blur_p) * _uniform(*s.blur_sigma), cutout=cutout)
 
 
 def draw_audio_params(s: paper.AudioAugSettings, n_steps: int) -> dict:
     """One view's audio parameters drawn with ``fn.random`` (SpecAugment widths randint[0, max))."""
-
     masks = []
     for count, max_w, extent in ((s.freq_masks, s.freq_mask_max, s.n_mels),
                                  (s.time_masks, s.time_mask_max, n_steps)):
@@ -163,7 +160,6 @@ def canvas_size(s: paper.AudioAugSettings, n_steps: int) -> tuple[int, int]:
 
 def inject_params(prefix: str, names: Sequence[str]) -> dict:
     """``external_source`` nodes named ``prefix + name`` (e.g. ``v1_crop``), fed by the caller."""
-
     return {n: fn.external_source(name=f"{prefix}{n}") for n in names}
 
 
@@ -175,13 +171,11 @@ def _dev(node, device: str):
 
 def _layout(x, layout: str):
     """Arithmetic drops the layout; operators after it (and conditional merges) need it back."""
-
     return fn.reshape(x, layout=layout)
 
 
 def _gray(x):
     """Luma of each pixel of an FHWC float sequence, as F x H x W x 1."""
-
     return fn.expand_dims(sum(w * x[:, :, :, c] for c, w in enumerate(GRAY_WEIGHTS)), axes=[3])
 
 
@@ -191,7 +185,6 @@ def _hue_shift(x, hue):
     Closed form without branches, so it fuses into one DALI arithmetic kernel:
     RGB_k = V - C * clamp(min(n_k, 4 - n_k), 0, 1), n_k = (k + 6 H) mod 6, k = 5, 3, 1.
     """
-
     r, g, b = x[:, :, :, 0], x[:, :, :, 1], x[:, :, :, 2]
     hi, lo = dmath.max(r, dmath.max(g, b)), dmath.min(r, dmath.min(g, b))
     c = hi - lo
@@ -210,7 +203,6 @@ def _hue_shift(x, hue):
 
 def _jitter(x, op: int, factor):
     """torchvision's adjust_brightness / contrast / saturation / hue on floats in [0, 255]."""
-
     if op == 0:
         y = dmath.clamp(x * factor, 0.0, 255.0)
     elif op == 1:    # blend with the mean luma of each frame, as torchvision on a [T, C, H, W] video
@@ -227,7 +219,6 @@ def _jitter(x, op: int, factor):
 def _fill_box(x, anchor, shape, axis_names: str, fill, layout: str):
     """``x`` with the box(es) set to ``fill`` (a device tensor, so erase's CPU-only fill_value
     cannot take it): erase on a tensor of ones gives the mask, one multiply-add applies it."""
-
     keep = fn.erase(_layout(x * 0.0 + 1.0, layout), anchor=anchor, shape=shape, axis_names=axis_names,
                     fill_value=0.0)
     return _layout(x * keep + (1.0 - keep) * fill, layout)
@@ -235,7 +226,6 @@ def _fill_box(x, anchor, shape, axis_names: str, fill, layout: str):
 
 def _eval_box(jpeg0, s: paper.VideoAugSettings):
     """ROI of torchvision's Resize(short side EVAL_RESIZE) + CenterCrop(crop_size), in source pixels."""
-
     height, width = _frame_size(jpeg0)
     wide = height <= width
     short = paper.EVAL_RESIZE
@@ -258,7 +248,6 @@ def augment_video(jpegs: list, p: dict | None, s: paper.VideoAugSettings, device
 
     Returns a float DataNode [3, T, S, S] normalised with the table's mean and std.
     """
-
     decode_device = "mixed" if device == "gpu" else "cpu"
     seq = fn.stack(*[fn.decoders.image(j, device=decode_device, output_type=types.RGB) for j in jpegs],
                    axis_name="F")
@@ -281,7 +270,6 @@ def augment_video(jpegs: list, p: dict | None, s: paper.VideoAugSettings, device
 
 def _augment_frames(x, p: dict, s: paper.VideoAugSettings, device: str):
     """Flip, jitter in the drawn order, grayscale, blur, cutout: one parameter set for all frames."""
-
     x = fn.flip(x, horizontal=p["flip"])
     order, factors = p["order"], _dev(p["jitter"], device)
     for slot in range(4):      # DALI conditionals: each sample takes the branch its order names
@@ -307,7 +295,6 @@ def _augment_frames(x, p: dict, s: paper.VideoAugSettings, device: str):
 def augment_audio(wave, p: dict | None, s: paper.AudioAugSettings, n_steps: int, device: str):
     """Volume, log-mel, SpecAugment masks and the spectrogram crop of one view (``p=None``: log-mel
     only). Returns a float DataNode [1, n_mels, n_steps]."""
-
     if p is not None:
         wave = wave * _dev(p["volume"], device)
     spec = fn.spectrogram(wave, nfft=s.n_fft, window_length=s.n_fft, window_step=s.hop_length,
@@ -324,7 +311,6 @@ def augment_audio(wave, p: dict | None, s: paper.AudioAugSettings, n_steps: int,
 
 def _spec_masks(x, masks, s: paper.AudioAugSettings, n_steps: int):
     """Frequency then time masks, filled with the spectrogram's mean (0 dB would be the loudest)."""
-
     anchor, shape = [], []
     for k in range(s.freq_masks + s.time_masks):
         start, width = masks[2 * k], masks[2 * k + 1]
@@ -341,7 +327,6 @@ def _spec_masks(x, masks, s: paper.AudioAugSettings, n_steps: int):
 def _spec_crop(x, box, s: paper.AudioAugSettings, n_steps: int):
     """BYOL-A RandomResizeCrop: centre the spectrogram on a zero canvas, cut the box, resize it back
     with bicubic ``align_corners=True`` (emulated with a fractional ROI on DALI's pixel centres)."""
-
     canvas_h, canvas_w = canvas_size(s, n_steps)
     top, left = (canvas_h - s.n_mels) // 2, (canvas_w - n_steps) // 2
     i, j, h, w = box[0], box[1], box[2], box[3]
@@ -448,10 +433,10 @@ class DaliAugmenter:
     def feed(self, clips: Sequence[dict]) -> None:
         """Hand one batch of selections to the pipeline's external sources."""
         n = self.video_frames
-        for v, views in enumerate(VIEWS):
+        for k, v in enumerate(VIEWS):
             for i in range(n):
-                self.pipe.feed_input(f"v{views}_jpeg{i}", [np.frombuffer(c["jpeg"][v * n + i], np.uint8) for c in clips])
-            self.pipe.feed_input(f"a{views}", [np.ascontiguousarray(c[f"a{views}"], np.float32) for c in clips])
+                self.pipe.feed_input(f"v{v}_jpeg{i}", [np.frombuffer(c["jpeg"][k * n + i], np.uint8) for c in clips])
+            self.pipe.feed_input(f"a{v}", [np.ascontiguousarray(c[f"a{v}"], np.float32) for c in clips])
         if self.augment and self.params == "inject":
             for view, names in (("v", VIDEO_PARAMS), ("a", AUDIO_PARAMS)):
                 for v in VIEWS:
@@ -539,7 +524,8 @@ class ViewSelector:
         n, T, N = info["num_frames"], self.video_frames, self.audio_samples
         starts = sample_views(n, info["num_samples"], self.mode, rng, T, N)
         off = info["frame_offsets"]
-        jpegs = [mjpeg[off[i]:off[i + 1]] for t in (starts.v1, starts.v2) for i in (min(t + k, n - 1) for k in range(T))]
+        frames = [min(t + k, n - 1) for t in (starts.v1, starts.v2) for k in range(T)]   # repeat the last
+        jpegs = [mjpeg[off[i]:off[i + 1]] for i in frames]
         pcm = wav[WAV_HEADER_BYTES:].view("<i2")
         waves = []
         for a in (starts.a1, starts.a2):
