@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -111,19 +112,35 @@ def list_shards(url: str, retries: int = remote.RETRIES, backoff: float = remote
 
 def _indexed_samples(url: str, index: list[IndexedSample], start: int, stop: int, retries: int,
                      backoff: float) -> Iterator[dict[str, Any]]:
-    wanted = index[start:stop]
-    if not wanted:
-        return
-    first = wanted[0].start
-    data = remote.read_range(url, first, wanted[-1].end, retries=retries, backoff=backoff)
-    for s in wanted:
-        if any(off + size - first > len(data) for off, size in s.members.values()):
-            raise TruncatedShardError(f"{url} is truncated at byte {first + len(data)} (sample {s.key!r})")
-        sample: dict[str, Any] = {"__key__": s.key, "__url__": url}
-        for ext, (off, size) in s.members.items():
-            sample[ext] = data[off - first:off - first + size]
-        yield sample
-    if stop is not None and stop > len(index):
+    """One ranged request for all of ``index[start:stop]``, read sample by sample as it arrives.
+
+    A connection lost mid-body is reopened at the current sample, ``retries`` times.
+    """
+    wanted, stream, failures, i = index[start:stop], None, 0, 0
+    try:
+        while i < len(wanted):
+            s = wanted[i]
+            try:
+                if stream is None:
+                    stream, at = remote.open_stream(url, s.start, wanted[-1].end, retries, backoff), s.start
+                data = remote.read_exact(stream, s.end - at)
+            except remote.TransientError:
+                stream, failures = None, failures + 1
+                if failures > retries:
+                    raise
+                time.sleep(backoff * 2 ** (failures - 1))
+                continue
+            if any(off + size > at + len(data) for off, size in s.members.values()):
+                raise TruncatedShardError(f"{url} is truncated at byte {at + len(data)} (sample {s.key!r})")
+            sample: dict[str, Any] = {"__key__": s.key, "__url__": url}
+            for ext, (off, size) in s.members.items():
+                sample[ext] = data[off - at:off - at + size]
+            at, i, failures = s.end, i + 1, 0
+            yield sample
+    finally:
+        if stream is not None:
+            stream.close()
+    if stop > len(index):
         raise TruncatedShardError(f"{url} has {len(index)} samples in its index, fewer than expected")
 
 
@@ -147,8 +164,8 @@ def read_samples(url: str, start: int = 0, stop: int | None = None,
                  backoff: float = remote.BACKOFF) -> Iterator[dict[str, Any]]:
     """Raw sample dicts (``__key__``, ``__url__``, ``json``, ``mjpeg``, ``wav``) ``[start, stop)`` of a shard.
 
-    With the shard's ``index`` this is one byte-range request; without, the tar is streamed from
-    its start. Samples before any damage are yielded, then :class:`TruncatedShardError` (or the
+    With the shard's ``index`` this is one byte-range request, read as it arrives; without, the
+    tar is streamed from its start. Samples before any damage are yielded, then :class:`TruncatedShardError` (or the
     read error) is raised, so the caller knows how many were lost.
     """
     if index is not None:

@@ -65,9 +65,11 @@ def _file_read(url: str, start: int, stop: int | None) -> bytes:
         raise NotFound(f"{url} does not exist; check the path.") from None
 
 
-def _file_stream(url: str) -> IO[bytes]:
+def _file_stream(url: str, start: int, stop: int | None) -> IO[bytes]:
     try:
-        return open(_local(url), "rb")
+        f = open(_local(url), "rb")
+        f.seek(start)
+        return f
     except FileNotFoundError:
         raise NotFound(f"{url} does not exist; check the path.") from None
 
@@ -119,8 +121,13 @@ def _http_read(url: str, start: int, stop: int | None) -> bytes:
     return data
 
 
-def _http_stream(url: str) -> IO[bytes]:
-    return _http_open(url)
+def _http_stream(url: str, start: int, stop: int | None) -> IO[bytes]:
+    resp = _http_open(url, start, stop)
+    if start and resp.status != 206:
+        resp.close()
+        raise ShardAccessError(f"{url}: the server ignores HTTP Range requests; serve the shards with "
+                               "a server that supports them (nginx, S3, ...).")
+    return resp
 
 
 def _http_size(url: str) -> int | None:
@@ -138,13 +145,18 @@ def _http_list(url: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ s3
+_SESSIONS: dict[tuple, object] = {}
 _CLIENTS: dict[tuple, object] = {}
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
                "InvalidClientTokenId", "ExpiredToken", "AuthorizationHeaderMalformed"}
 
 
 def s3_client():
-    """The process's boto3 S3 client, created on first use (again after a fork or an AWS_* change)."""
+    """The process's boto3 S3 client, created on first use (again after a fork or an AWS_* change).
+
+    The boto3 session (whose parsed service models make a client slow to create) is kept across
+    forks, so DataLoader workers get their own client in milliseconds.
+    """
     config_env = tuple(os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
                                                     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                                     "AWS_PROFILE", "AWS_DEFAULT_REGION"))
@@ -158,8 +170,11 @@ def s3_client():
         # Our own retry loop decides what is transient; botocore's would hide the cause and the time.
         config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=TIMEOUT,
                         read_timeout=TIMEOUT, max_pool_connections=16)
+        if config_env not in _SESSIONS:
+            _SESSIONS.clear()
+            _SESSIONS[config_env] = boto3.session.Session()
         _CLIENTS.clear()
-        _CLIENTS[key] = boto3.session.Session().client("s3", config=config)
+        _CLIENTS[key] = _SESSIONS[config_env].client("s3", config=config)
     return _CLIENTS[key]
 
 
@@ -211,8 +226,9 @@ def _s3_read(url: str, start: int, stop: int | None) -> bytes:
         raise TransientError(f"{url}: {err}") from None
 
 
-def _s3_stream(url: str) -> IO[bytes]:
-    return _s3_call(url, s3_client().get_object)["Body"]
+def _s3_stream(url: str, start: int, stop: int | None) -> IO[bytes]:
+    kw = {"Range": f"bytes={start}-" + ("" if stop is None else str(stop - 1))} if start or stop else {}
+    return _s3_call(url, s3_client().get_object, **kw)["Body"]
 
 
 def _s3_size(url: str) -> int | None:
@@ -240,7 +256,7 @@ def _s3_list(url: str) -> list[str]:
 class Scheme:
     """What a URL scheme must provide. ``read(url, start, stop)`` reads bytes ``[start, stop)``."""
     read: Callable[[str, int, int | None], bytes]
-    stream: Callable[[str], IO[bytes]]
+    stream: Callable[[str, int, int | None], IO[bytes]]   # a stream of bytes [start, stop)
     size: Callable[[str], int | None]          # None when the object does not exist
     list: Callable[[str], list[str]]
 
@@ -282,9 +298,28 @@ def read_range(url: str, start: int = 0, stop: int | None = None, retries: int =
     return with_retries(lambda: scheme(url).read(url, start, stop), retries, backoff)
 
 
-def open_stream(url: str) -> IO[bytes]:
-    """A sequential binary stream of the whole object (close it when done)."""
-    return with_retries(lambda: scheme(url).stream(url))
+def open_stream(url: str, start: int = 0, stop: int | None = None, retries: int = RETRIES,
+                backoff: float = BACKOFF) -> IO[bytes]:
+    """A sequential binary stream of bytes ``[start, stop)`` of the object (close it when done).
+
+    One request; the body arrives as it is read, so memory stays small whatever the range.
+    """
+    return with_retries(lambda: scheme(url).stream(url, start, stop), retries, backoff)
+
+
+def read_exact(stream: IO[bytes], n: int) -> bytes:
+    """Up to ``n`` bytes from ``stream`` (fewer only at its end); a broken connection is transient."""
+    parts, left = [], n
+    try:
+        while left > 0:
+            data = stream.read(left)
+            if not data:
+                break
+            parts.append(data)
+            left -= len(data)
+    except Exception as err:  # urllib and botocore raise several types for a reset mid-body
+        raise TransientError(f"read failed mid-stream: {err}") from None
+    return b"".join(parts)
 
 
 def size(url: str, retries: int = RETRIES, backoff: float = BACKOFF) -> int | None:

@@ -273,23 +273,23 @@ class _PartReader:
             shard, a, b = self.segments[i]
             first = a + lo - self.starts[i]
             stop = min(b, first + hi - lo)
-            clips = self.read_shard(self.s.shards[shard].url, first, stop, count_lost)
+            clips = self.read_shard(self.s.shards[shard].url, first, stop, b, count_lost)
             out += clips
             lo += stop - first
             i += 1
         return out
 
-    def read_shard(self, url: str, start: int, stop: int, count_lost: bool) -> list[AVClip | None]:
+    def read_shard(self, url: str, start: int, stop: int, until: int, count_lost: bool) -> list[AVClip | None]:
         clips: list[AVClip | None] = []
         if url not in self.failed:
             try:
-                for sample in self.samples(url, start, stop):
+                for sample in self.samples(url, start, stop, until):
                     clips.append(AVClip.from_sample(sample))
             except SchemaError:
                 raise
             except Exception as err:  # transient after retries, truncation, object gone: skip the shard
                 self.failed.add(url)
-                self.cursor = None
+                self.close_cursor()
                 if count_lost:
                     self.stats["failed_shards"] += 1
                 log.warning("skipping the rest of %s after %d samples: %s", url, start + len(clips), err)
@@ -297,25 +297,30 @@ class _PartReader:
             self.stats["lost"] += stop - start - len(clips)
         return clips + [None] * (stop - start - len(clips))
 
-    def samples(self, url: str, start: int, stop: int) -> Iterator[dict[str, Any]]:
+    def close_cursor(self) -> None:
+        if self.cursor is not None:
+            self.cursor[2].close()   # closes the request behind it
+            self.cursor = None
+
+    def samples(self, url: str, start: int, stop: int, until: int) -> Iterator[dict[str, Any]]:
+        """Samples ``[start, stop)`` of a shard whose segment in this part ends at ``until``.
+
+        One request covers the rest of the segment and stays open between blocks (the next block
+        continues where this one stopped); it is reopened only after a jump (resume, wrap-around).
+        """
         s = self.s
-        if url not in self.indexes:
-            self.indexes[url] = load_index(url, s.retries, s.backoff)
-        index = self.indexes[url]
-        if index is not None:
-            yield from read_samples(url, start, stop, index, s.retries, s.backoff)
-            return
-        # No index: keep the tar stream open so consecutive blocks do not re-read the shard.
-        if self.cursor is None or self.cursor[0] != url or self.cursor[1] > start:
-            self.cursor = (url, 0, read_samples(url, 0, None))
-        _, at, it = self.cursor
-        for i in range(at, stop):
-            self.cursor = (url, i + 1, it)
+        if self.cursor is None or self.cursor[:2] != (url, start):
+            self.close_cursor()
+            if url not in self.indexes:
+                self.indexes[url] = load_index(url, s.retries, s.backoff)
+            self.cursor = (url, start, read_samples(url, start, until, self.indexes[url], s.retries, s.backoff))
+        it = self.cursor[2]
+        for i in range(start, stop):
             sample = next(it, None)
             if sample is None:
                 raise EOFError(f"{url} ended after {i} samples, fewer than its count says")
-            if i >= start:
-                yield sample
+            self.cursor = (url, i + 1, it)
+            yield sample
 
 
 # ------------------------------------------------------------------------------- the loader

@@ -156,3 +156,29 @@ class S3Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def main(argv: list[str]) -> None:
+    """``python tests/servers.py http FOLDER`` or ``... s3``: serve until killed (for benchmarks).
+
+    Prints one JSON line first: {"url": ...} for HTTP, the AWS_* variables for S3.
+    """
+    import sys
+    import time
+
+    if argv[:1] == ["http"]:
+        server = HttpServer(argv[1])
+        print(json.dumps({"url": server.url}), flush=True)
+    elif argv[:1] == ["s3"]:
+        server = S3Server()
+        print(json.dumps(server.env()), flush=True)
+    else:
+        sys.exit("usage: servers.py http FOLDER | servers.py s3")
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
