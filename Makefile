@@ -10,7 +10,7 @@ setup:
 	@bash tools/setup.sh
 
 media: setup
-	@PYTHON=$(PY) bash ../shared/media/fetch-public-media.sh $(MEDIA) >/dev/null
+	@PYTHON=$(PY) bash tools/fetch-public-media.sh $(MEDIA) >/dev/null
 
 demo: setup
 	$(VENV)/bin/crisscross demo --out report
