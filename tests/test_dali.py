@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import subprocess
 import sys
 
@@ -248,3 +249,51 @@ def test_backend_dali_without_dali_says_how_to_install(synth_shards):
             "except ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
     assert "pip install 'crisscross-av[dali]'" in out.stdout, out.stderr
+
+
+@pytest.fixture
+def s3_server():
+    """A real S3 API (moto's server) on 127.0.0.1; yields its endpoint URL."""
+    import socket
+    import time
+
+    import boto3  # noqa: F401  (the dev extra brings moto and boto3)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait()
+
+
+@pytest.mark.dali
+@needs_dali
+def test_webdataset_reader_reads_s3_with_remote_index(synth_shards, s3_server, monkeypatch):
+    import boto3
+
+    from avshards.index import write_index
+
+    for k, v in dict(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
+                     AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=s3_server).items():
+        monkeypatch.setenv(k, v)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="avshards-test")
+    folder = synth_shards([3, 3], seconds=3.0)
+    for tar in sorted(folder.glob("*.tar")):
+        for path in (tar, write_index(str(tar))):
+            s3.upload_file(str(path), "avshards-test", f"shards/{tar.parent.name}/{os.path.basename(path)}")
+    urls = [f"s3://avshards-test/shards/{folder.name}/shards-00000{i}.tar" for i in range(2)]
+    batches = list(D.DaliShardLoader(urls, 3, "medium", "cpu", num_threads=1))
+    assert len(batches) == 2 and all(b["v2"].shape == (3, 3, 8, 112, 112) for b in batches)
