@@ -170,7 +170,9 @@ class ShardStream(tud.IterableDataset):
             if first is None:
                 raise remote.ShardAccessError(f"{self.url} holds no samples; check the shards.")
             index = load_index(first.url, self.retries, self.backoff)
-            sample = next(iter(read_samples(first.url, 0, 1, index, self.retries, self.backoff)))
+            samples = read_samples(first.url, 0, 1, index, self.retries, self.backoff)
+            sample = next(samples)
+            samples.close()
             AVClip.from_sample(sample)   # checks the schema version
         except remote.TransientError as err:
             raise remote.ShardAccessError(f"cannot reach {self.url} after {self.retries} retries ({err}); "
@@ -223,7 +225,7 @@ class _PartReader:
         self.block = stream.shuffle_buffer if stream.shuffle_buffer > 1 else 16
         self.indexes: dict[str, list[IndexedSample] | None] = {}
         self.failed: set[str] = set()
-        self.cursor: tuple[str, int, Iterator] | None = None   # open sequential stream (no index)
+        self.cursor: tuple[str, int, int, Iterator] | None = None   # (url, next, until, samples)
         self.stats = {"skipped": 0, "lost": 0, "failed_shards": 0, "rewound": 0}
 
     def run(self, read: int, yielded: int) -> Iterator[tuple[Any, dict[str, Any]]]:
@@ -299,7 +301,7 @@ class _PartReader:
 
     def close_cursor(self) -> None:
         if self.cursor is not None:
-            self.cursor[2].close()   # closes the request behind it
+            self.cursor[3].close()   # closes the request behind it
             self.cursor = None
 
     def samples(self, url: str, start: int, stop: int, until: int) -> Iterator[dict[str, Any]]:
@@ -309,17 +311,18 @@ class _PartReader:
         continues where this one stopped); it is reopened only after a jump (resume, wrap-around).
         """
         s = self.s
-        if self.cursor is None or self.cursor[:2] != (url, start):
+        if self.cursor is None or self.cursor[:3] != (url, start, until):
             self.close_cursor()
             if url not in self.indexes:
                 self.indexes[url] = load_index(url, s.retries, s.backoff)
-            self.cursor = (url, start, read_samples(url, start, until, self.indexes[url], s.retries, s.backoff))
-        it = self.cursor[2]
+            it = read_samples(url, start, until, self.indexes[url], s.retries, s.backoff)
+            self.cursor = (url, start, until, it)
+        it = self.cursor[3]
         for i in range(start, stop):
             sample = next(it, None)
             if sample is None:
                 raise EOFError(f"{url} ended after {i} samples, fewer than its count says")
-            self.cursor = (url, i + 1, it)
+            self.cursor = (url, i + 1, until, it)
             yield sample
 
 

@@ -160,6 +160,15 @@ def test_exact_resume_mid_epoch(shards, world_size, num_workers, skip):
             assert resumed.epoch == 1
 
 
+def test_stream_with_epoch_size_reads_across_passes(shards):
+    # epoch size 20 > 15 samples: every epoch's part crosses a pass boundary, re-reading shards.
+    loader = StreamLoader(ShardStream(shards(indexed={0, 1}), seed=1, shuffle_buffer=4, epoch_size=20),
+                          batch_size=5)
+    epochs = [keys(loader) for _ in range(3)]
+    assert [len(e) for e in epochs] == [20, 20, 20] and loader.last_epoch_stats["lost"] == 0
+    assert set(Counter(sum(epochs, [])).values()) == {4}     # 60 samples = exactly four passes
+
+
 def test_resume_refuses_a_different_layout(shards):
     folder = shards()
     state = StreamLoader(ShardStream(folder), batch_size=2, num_workers=2).state_dict()
