@@ -109,6 +109,13 @@ def markdown(results: list[dict], info: dict) -> str:
         lines.append(f"| {r['device']}, {r['workers']} worker(s), {where} | {r['clips_per_s']} | "
                      f"{r['clips_per_s_after_first_batch']} | {r['clips_per_s_per_core']} | "
                      f"{r['cpu_ms_per_clip']} | {r['peak_rss_mb']} |")
+    lines += ["", "clips/s per CPU core = clips / CPU seconds: the number that survives shared cores; wall-clock",
+              "clips/s depend on the machine's load. RSS sums the processes, so pages shared by the forked",
+              "workers count more than once. The main process runs torch with 1 intra-op thread (the workers do",
+              "anyway): on shared cores torch's thread pool spins and costs several times more CPU. The",
+              "main-process split on CPU is the CI stand-in for `--device cuda`, not a production setting.",
+              "GPU rows appear when the tool runs on a machine with CUDA (`--device cuda`: nvJPEG decode + GPU",
+              "augmentation in the main process, workers only move bytes)."]
     return "\n".join(lines) + "\n"
 
 
@@ -132,6 +139,7 @@ def write_section(path: Path, text: str) -> None:
 @click.option("--write", is_flag=True, help="Write docs/bench-loader.json and this section of docs/benchmarks.md.")
 def main(shards: str | None, media: str, clips: int, batch_size: int, write: bool) -> None:
     """Measure the training loader's throughput and CPU cost."""
+    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         url = shards or build_media_shards(Path(media), Path(tmp))
         settings = [(1, "cpu", True), (2, "cpu", True), (2, "cpu", False)]
