@@ -2,7 +2,8 @@
 
     .venv/bin/python tools/bench_build.py [--media DIR] [--repeats 2] [--json docs/bench-build.json]
 
-Reports media-seconds per wall-second per core for (1) `ffmpeg -threads 1 -i X -f null -` run on
+Reports media-seconds per wall-second per core (and per CPU-second, which a busy shared machine
+distorts far less) for (1) `ffmpeg -threads 1 -i X -f null -` run on
 each file in turn (one core; decoding video and audio is the least any transcode must do),
 (2) the build with one worker (same one core: the ratio to (1) is the overhead of probing,
 scaling, JPEG encoding, resampling and writing shards), (3) the build with all workers; plus shard
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,21 +40,33 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
-def decode_only_seconds(files: list[str]) -> float:
-    """Wall time of decoding every file (video + audio) with one ffmpeg thread, one after another."""
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time of this process and all its reaped descendants (ffmpeg, pool workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def decode_only(files: list[str]) -> tuple[float, float]:
+    """(wall, cpu) seconds to decode every file (video + audio) with one ffmpeg thread, in turn."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
     for f in files:
         subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-threads", "1", "-i", f, "-f", "null", "-"], check=True)
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, cpu_seconds() - cpu
 
 
-def build_seconds(files: list[str], workers: int) -> tuple[float, avshards.BuildReport]:
-    """Wall time of a fresh build of ``files`` (one video per shard so every worker gets work)."""
+def build_once(files: list[str], workers: int) -> tuple[float, float, avshards.BuildReport]:
+    """(wall, cpu, report) of a fresh build of ``files`` (one video per shard: every worker gets work)."""
     items = [SourceItem(f, id=os.path.basename(f)) for f in files]
     with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), cpu_seconds()
         report = avshards.build(items, out, workers=workers, videos_per_shard=1, progress=False)
-        return time.perf_counter() - start, report
+        return time.perf_counter() - wall, cpu_seconds() - cpu, report
+
+
+def rates(media_seconds: float, wall: float, cpu: float, cores: int) -> dict[str, float]:
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "media_s_per_wall_s_per_core": round(media_seconds / wall / cores, 1),
+            "media_s_per_cpu_s": round(media_seconds / cpu, 1)}
 
 
 @click.command()
@@ -71,20 +85,24 @@ def main(media: str, repeats: int, workers: int, json_out: str) -> None:
     load_before = os.getloadavg()[0]   # other jobs on the machine skew every number: record them
     media_seconds = sum(probe(f).duration for f in files)
     source_bytes = sum(os.path.getsize(f) for f in files)
-    decode = min(decode_only_seconds(files) for _ in range(repeats))
-    one = min((build_seconds(files, 1) for _ in range(repeats)), key=lambda r: r[0])
-    many = min((build_seconds(files, workers) for _ in range(repeats)), key=lambda r: r[0])
-    report = one[1]
+    # Interleaved repeats, best kept: a busy machine slows whichever run it hits.
+    decodes, ones, manys = [], [], []
+    for _ in range(repeats):
+        decodes.append(decode_only(files))
+        ones.append(build_once(files, 1))
+        manys.append(build_once(files, workers))
+    decode, one, many = min(decodes), min(ones, key=lambda r: r[0]), min(manys, key=lambda r: r[0])
+    report = one[2]
     result = {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "ffmpeg": check_ffmpeg(),
                     "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
         "command": " ".join(["tools/bench_build.py", *sys.argv[1:]]),
         "files": [os.path.relpath(f, media) for f in files], "media_seconds": round(media_seconds, 2),
-        "decode_only": {"wall_s": round(decode, 3), "media_s_per_wall_s_per_core": round(media_seconds / decode, 1)},
-        "build_1_worker": {"wall_s": round(one[0], 3), "media_s_per_wall_s_per_core": round(media_seconds / one[0], 1)},
-        f"build_{workers}_workers": {"wall_s": round(many[0], 3),
-                                     "media_s_per_wall_s_per_core": round(media_seconds / many[0] / workers, 1)},
-        "build_over_decode_only": round(one[0] / decode, 2),
+        "decode_only": rates(media_seconds, *decode, 1),
+        "build_1_worker": rates(media_seconds, one[0], one[1], 1),
+        f"build_{workers}_workers": rates(media_seconds, many[0], many[1], workers),
+        "build_over_decode_only_wall": round(one[0] / decode[0], 2),
+        "build_over_decode_only_cpu": round(one[1] / decode[1], 2),
         "shard_bytes_per_clip_second": round(report.bytes_per_clip_second),
         "source_bytes_per_second": round(source_bytes / media_seconds),
         "clips": report.num_samples, "short_side": 128, "quality": 5,
