@@ -69,6 +69,9 @@ def feature_options(f: Callable) -> Callable:
         click.option("--crop-size", type=int, default=None,
                      help="Video crop size (default 112; the paper's UCF/HMDB tables use 224 - build "
                      "those shards with --short-side 256)."),
+        click.option("--audio-seconds", type=float, default=None,
+                     help="Audio per clip (default: the protocol's, 2 s; the paper's ESC-50 Table 8 uses 5 "
+                     "with --test-clips 1)."),
         click.option("--cache", default=None, type=click.Path(file_okay=False),
                      help="Feature cache folder (default: OUT/cache)."),
         click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
@@ -146,15 +149,15 @@ def eval_group() -> None:
               help="Choose C on the test split, as the paper does (optimistic; the report says so).")
 @user_errors
 def linear_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
-                   seed, quiet, train_clips, test_clips, frames, crop_size, cache, no_cache, modality,
-                   protocol, select_on_test):
+                   seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
+                   modality, protocol, select_on_test):
     """Linear SVM with the C sweep on frozen CKPT features of SHARDS (one folder per split)."""
     from crisscross.eval.protocols import linear_eval
 
     ckpt = _checkpoint(ckpt, random_init)
     protocol = protocol if protocol != "auto" else f"{modality}_linear"
     p = paper.EVAL[protocol]
-    spec = protocol_spec(protocol, modality, frames, crop_size)
+    spec = protocol_spec(protocol, modality, frames, crop_size, audio_seconds)
     how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
                       train_clips or p.train_clips, test_clips or p.test_clips)
     backbones = load_backbones(ckpt, device, seed)
@@ -170,13 +173,15 @@ def linear_command(ckpt, shards, random_init, out, name, label, train_split, tes
               help="Choose C on the test split, as the paper does (optimistic; the report says so).")
 @user_errors
 def fusion_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
-                   seed, quiet, train_clips, test_clips, frames, crop_size, cache, no_cache, select_on_test):
+                   seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
+                   select_on_test):
     """Late fusion: video and audio features of the same clips concatenated -> linear SVM."""
     from crisscross.eval.protocols import fusion_eval
 
     ckpt = _checkpoint(ckpt, random_init)
     p = paper.EVAL["fusion_video"]
-    specs = [protocol_spec("fusion_video", "video", frames, crop_size), protocol_spec("fusion_audio", "audio")]
+    specs = [protocol_spec("fusion_video", "video", frames, crop_size),
+             protocol_spec("fusion_audio", "audio", audio_seconds=audio_seconds)]
     how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
                       train_clips or p.train_clips, test_clips or p.test_clips)
     report, table, cm = fusion_eval(load_backbones(ckpt, device, seed), _check_shards(shards), specs, how,
@@ -191,14 +196,14 @@ def fusion_command(ckpt, shards, random_init, out, name, label, train_split, tes
               help="Which backbone's features to retrieve with.")
 @user_errors
 def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device,
-                      batch_size, seed, quiet, train_clips, test_clips, frames, crop_size, cache, no_cache,
-                      modality):
+                      batch_size, seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds,
+                      cache, no_cache, modality):
     """Retrieval: each test video queries the training videos; R@1/5/20."""
     from crisscross.eval.protocols import retrieval_eval
 
     ckpt = _checkpoint(ckpt, random_init)
     p = paper.EVAL["retrieval"]
-    spec = protocol_spec("retrieval", modality, frames, crop_size)
+    spec = protocol_spec("retrieval", modality, frames, crop_size, audio_seconds)
     how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
                       train_clips or p.train_clips, test_clips or p.test_clips)
     report, table, _ = retrieval_eval(load_backbones(ckpt, device, seed), _check_shards(shards), spec, how,
@@ -257,7 +262,8 @@ def _supervised(ckpt, shards, random_init, out, name, label, train_split, test_s
             results.append(train_classifier(model, url, classes, settings, spec, **kw))
         else:
             base = protocol_spec("video_linear", "video")
-            spec = ClipSpec("video", settings.frames, settings.crop_size, pool=base.pool, pool_stride=base.pool_stride)
+            spec = ClipSpec("video", settings.frames, settings.crop_size, pool=base.pool,
+                            pool_stride=base.pool_stride)
             results.append(linear_probe(backbone, url, classes, settings, spec, **kw))
     name, label = name or dataset_name(urls), label or method_label(ckpt)
     report = finetune_report(results[0], settings, spec, urls, ckpt, name, label, protocol)
