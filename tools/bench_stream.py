@@ -95,6 +95,7 @@ def one_epoch(url: str, workers: int, batch_size: int, work: str) -> tuple[float
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 def main(clips: int, shards: int, seconds: float, batch_size: int, repeat: int, out: str | None) -> None:
     """Samples/s and MB/s from local disk, HTTP and S3 (moto) on loopback, 1 and 2 workers."""
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "shards"
         total_bytes = make_shards(folder, clips, shards, seconds)
@@ -127,7 +128,9 @@ def main(clips: int, shards: int, seconds: float, batch_size: int, repeat: int, 
                          f"Python {platform.python_version()}",
               "command": "python tools/bench_stream.py " + " ".join(sys.argv[1:]),
               "clips": clips, "shards": shards, "clip_seconds": seconds, "total_MB": round(total_bytes / 1e6, 1),
-              "batch_size": batch_size, "results": rows}
+              "batch_size": batch_size,
+              "load_average_before_after": [round(load_before[0], 1), round(os.getloadavg()[0], 1)],
+              "results": rows}
     if out:
         Path(out).write_text(json.dumps(result, indent=1) + "\n")
     click.echo(json.dumps({k: v for k, v in result.items() if k != "results"}))
