@@ -10,12 +10,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import glob
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
 import queue
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -145,37 +146,44 @@ def _write_json_atomic(path: str, text: str) -> None:
     os.replace(path + TMP_SUFFIX, path)
 
 
-def _run_shards(specs: list[ShardSpec], workers: int, show: bool, on_result) -> None:
-    """Build ``specs`` in a process pool (or in-process for one worker), with a tqdm bar in videos."""
+class _Bar:
+    """Progress sink for in-process builds: the same ``put`` a manager queue offers."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+
+    def put(self, n: int) -> None:
+        self.bar.update(n)
+
+
+def _run_shards(specs: list[ShardSpec], workers: int, show: bool,
+                on_result: Callable[[ShardResult], None]) -> None:
+    """Build ``specs`` in a process pool (in-process for one worker), with a tqdm bar in videos.
+
+    At most ``workers`` shards are submitted at a time, so after Ctrl-C no queued shard starts.
+    """
     from tqdm import tqdm
 
     if not specs:
         return
-    total = sum(len(s.videos) for s in specs)
-    bar = tqdm(total=total, unit="video", disable=not show, dynamic_ncols=True, desc="build")
+    bar = tqdm(total=sum(len(s.videos) for s in specs), unit="video", disable=not show,
+               dynamic_ncols=True, desc="build")
     try:
         if workers <= 1 or len(specs) == 1:
-            class Tick:
-                def put(self, n: int) -> None:
-                    bar.update(n)
             for spec in specs:
-                on_result(build_shard(spec, Tick()))
+                on_result(build_shard(spec, _Bar(bar)))
             return
-        with multiprocessing.Manager() as manager:
+        waiting = iter(specs)
+        with multiprocessing.Manager() as manager, \
+                cf.ProcessPoolExecutor(max_workers=min(workers, len(specs))) as pool:
             ticks = manager.Queue()
-            with cf.ProcessPoolExecutor(max_workers=min(workers, len(specs))) as pool:
-                pending = {pool.submit(build_shard, spec, ticks) for spec in specs}
-                try:
-                    while pending:
-                        done, pending = cf.wait(pending, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-                        _drain(ticks, bar)
-                        for fut in done:
-                            on_result(fut.result())
-                    _drain(ticks, bar)
-                except BaseException:
-                    for fut in pending:
-                        fut.cancel()
-                    raise
+            running = {pool.submit(build_shard, spec, ticks) for spec in itertools.islice(waiting, workers)}
+            while running:
+                done, running = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                _drain(ticks, bar)
+                for fut in done:
+                    on_result(fut.result())
+                    running |= {pool.submit(build_shard, spec, ticks) for spec in itertools.islice(waiting, 1)}
     finally:
         bar.close()
 
