@@ -121,6 +121,9 @@ def test_video_parameter_statistics_match_the_table():
     sides = np.array([p.cutout[2] for p in ps])
     assert sides.min() == 1 and sides.max() == V.cutout_max_size
     assert all(p.cutout[0] + p.cutout[2] <= V.crop_size and p.cutout[1] + p.cutout[2] <= V.crop_size for p in ps)
+    # linear-evaluation training augmentation (Table S3): the same minus the blur
+    evals = [draw_video_params(rng, h, w, paper.VIDEO_AUG_EVAL_TRAIN) for _ in range(300)]
+    assert all(p.blur_sigma is None for p in evals) and any(p.flip for p in evals)
 
 
 def test_audio_parameter_statistics_match_the_table():
