@@ -55,7 +55,7 @@ def measure(batches, clips_of, sync: bool) -> dict:
     """clips/s overall and after the first batch (start-up excluded), CPU-ms per clip."""
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     n = n_first = 0
-    first = None
+    first, cpu_first = None, cpu0
     for batch in batches:
         if sync:
             torch.cuda.synchronize()
@@ -63,7 +63,7 @@ def measure(batches, clips_of, sync: bool) -> dict:
         if first is None:
             first, n_first, cpu_first = time.perf_counter(), n, cpu_seconds()
     end = time.perf_counter()
-    steady = (n - n_first) / (end - first) if n > n_first else float("nan")
+    steady = (n - n_first) / (end - first) if first is not None and n > n_first else float("nan")
     cpu_steady = cpu_seconds() - cpu_first
     return {"clips": n, "wall_s": round(end - t0, 2), "clips_per_s": round(n / (end - t0), 1),
             "clips_per_s_after_first_batch": round(steady, 1),
@@ -86,8 +86,13 @@ def reader_run(url: str, clips: int, batch_size: int, device: str) -> dict:
     urls = local_shards(url)
     for _ in index_shards(urls):          # the reader wants .idx beside every tar
         pass
-    loader = DaliShardLoader(urls, batch_size, "mild", "gpu" if device == "cuda" else "cpu",
-                             num_threads=min(4, os.cpu_count() or 1))
+    def make(size: int) -> DaliShardLoader:
+        return DaliShardLoader(urls, size, "mild", "gpu" if device == "cuda" else "cpu",
+                               num_threads=min(4, os.cpu_count() or 1))
+
+    loader = make(batch_size)
+    if len(loader) == 0:                  # fewer clips than one batch: one batch of all of them
+        loader = make(loader.samples_per_rank)
     epochs = max(1, -(-clips // max(1, len(loader) * batch_size)))
 
     def batches():
@@ -169,7 +174,11 @@ NOTES = [
     "DALI rows without a GPU run the same pipeline definition on DALI's CPU operators (`device_id=None`,",
     "the CI configuration): they show what the graph costs on a CPU, not nvJPEG. The DALI external-source",
     "row injects the loader's own parameters (exact resume); the reader row draws them with `fn.random`",
-    "and cuts frames out in `fn.python_function` (GIL-bound, non-pipelined executor).",
+    "and cuts frames out in `fn.python_function` (GIL-bound, non-pipelined executor). DataLoader workers'",
+    "CPU time is counted when they exit, so \"after 1st\" includes their start-up in the torch-cpu row.",
+    "GPU rows (DALI with nvJPEG, torch on the GPU, the AMP training step; target >= 2,000 two-view clips/s",
+    "per GPU path on one H100 with <= 4 workers at < 1 ms CPU per clip) are NOT measured yet: no GPU",
+    "machine with DALI was available to this work. Run this tool there to fill them in.",
 ]
 
 

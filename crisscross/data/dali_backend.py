@@ -567,8 +567,8 @@ class DaliShardLoader:
         self.pipe.build()
         self.out_device = torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
         # equal batch counts on every rank: the smallest rank's share, whole batches only
-        per_rank = self.pipe.epoch_size("reader") // world_size
-        self.num_batches = per_rank // batch_size
+        self.samples_per_rank = self.pipe.epoch_size("reader") // world_size
+        self.num_batches = self.samples_per_rank // batch_size
 
     def __len__(self) -> int:
         return self.num_batches
