@@ -76,3 +76,14 @@ def test_cli_linear_user_errors(sfx_shards, tmp_path):
                                               "--train-split", "val", "--out", str(tmp_path), "--quiet",
                                               "--train-clips", "1", "--no-cache"])
     assert run.exit_code != 0 and "no samples with split 'val'" in run.output
+
+
+def test_workers_give_the_same_features(sfx_shards):
+    from crisscross.eval.features import extract
+
+    backbones = load_backbones(None)
+    spec = protocol_spec("audio_linear", "audio")
+    one, two = (extract(sfx_shards, "test", backbones, [spec], 1, True, progress=False, workers=w)["audio"]
+                for w in (0, 2))
+    assert one.keys == two.keys == sorted(one.keys) and one.labels == two.labels
+    assert torch.allclose(torch.from_numpy(one.features), torch.from_numpy(two.features), atol=1e-4)

@@ -75,6 +75,8 @@ def feature_options(f: Callable) -> Callable:
         click.option("--cache", default=None, type=click.Path(file_okay=False),
                      help="Feature cache folder (default: OUT/cache)."),
         click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
+        click.option("--workers", type=int, default=0, show_default=True,
+                     help="Processes decoding and transforming clips (0: in the main process)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -109,12 +111,12 @@ def _check_shards(shards: tuple[str, ...]) -> list[str]:
 
 
 def _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
-                train_clips, test_clips):
+                train_clips, test_clips, workers):
     from crisscross.eval.protocols import Extraction
 
     return Extraction(ckpt, train_clips, test_clips, train_split, test_split,
                       None if no_cache else (cache or os.path.join(out, "cache")), batch_size or 32,
-                      device, seed, not quiet)
+                      device, seed, not quiet, workers)
 
 
 def _finish(out: str, name: str, report: dict, table: str, confusion) -> None:
@@ -150,7 +152,7 @@ def eval_group() -> None:
 @user_errors
 def linear_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
                    seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
-                   modality, protocol, select_on_test):
+                   workers, modality, protocol, select_on_test):
     """Linear SVM with the C sweep on frozen CKPT features of SHARDS (one folder per split)."""
     from crisscross.eval.protocols import linear_eval
 
@@ -159,7 +161,7 @@ def linear_command(ckpt, shards, random_init, out, name, label, train_split, tes
     p = paper.EVAL[protocol]
     spec = protocol_spec(protocol, modality, frames, crop_size, audio_seconds)
     how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
-                      train_clips or p.train_clips, test_clips or p.test_clips)
+                      train_clips or p.train_clips, test_clips or p.test_clips, workers)
     backbones = load_backbones(ckpt, device, seed)
     report, table, cm = linear_eval(backbones, _check_shards(shards), spec, how,
                                     "test" if select_on_test else "validation", name, label)
@@ -174,7 +176,7 @@ def linear_command(ckpt, shards, random_init, out, name, label, train_split, tes
 @user_errors
 def fusion_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
                    seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
-                   select_on_test):
+                   workers, select_on_test):
     """Late fusion: video and audio features of the same clips concatenated -> linear SVM."""
     from crisscross.eval.protocols import fusion_eval
 
@@ -183,7 +185,7 @@ def fusion_command(ckpt, shards, random_init, out, name, label, train_split, tes
     specs = [protocol_spec("fusion_video", "video", frames, crop_size),
              protocol_spec("fusion_audio", "audio", audio_seconds=audio_seconds)]
     how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
-                      train_clips or p.train_clips, test_clips or p.test_clips)
+                      train_clips or p.train_clips, test_clips or p.test_clips, workers)
     report, table, cm = fusion_eval(load_backbones(ckpt, device, seed), _check_shards(shards), specs, how,
                                     "test" if select_on_test else "validation", name, label)
     _finish(out, f"fusion-{report['dataset']}", report, table, cm)
@@ -197,7 +199,7 @@ def fusion_command(ckpt, shards, random_init, out, name, label, train_split, tes
 @user_errors
 def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device,
                       batch_size, seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds,
-                      cache, no_cache, modality):
+                      cache, no_cache, workers, modality):
     """Retrieval: each test video queries the training videos; R@1/5/20."""
     from crisscross.eval.protocols import retrieval_eval
 
@@ -205,7 +207,7 @@ def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, 
     p = paper.EVAL["retrieval"]
     spec = protocol_spec("retrieval", modality, frames, crop_size, audio_seconds)
     how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
-                      train_clips or p.train_clips, test_clips or p.test_clips)
+                      train_clips or p.train_clips, test_clips or p.test_clips, workers)
     report, table, _ = retrieval_eval(load_backbones(ckpt, device, seed), _check_shards(shards), spec, how,
                                       name, label)
     _finish(out, f"retrieval-{modality}-{report['dataset']}", report, table, None)

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from avshards.format import MANIFEST_NAME, AVClip
+from avshards.format import AVClip
 from avshards.reader import open_shards, shard_urls
 from crisscross import paper
 from crisscross.eval.svm import ClipFeatures
@@ -182,29 +183,57 @@ def video_id(clip: AVClip) -> str:
     return str(clip.meta.get("source_id") or clip.meta.get("source") or clip.key)
 
 
-def count_samples(url: str) -> int | None:
-    """Samples in the shard folder per its manifest (for the progress bar), or None."""
-    manifest = os.path.join(url, MANIFEST_NAME)
-    try:
-        with open(manifest) as f:
-            return int(json.load(f)["num_samples"])
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
+class ClipInputs(IterableDataset):
+    """The model inputs of every sample of a split: ``(video id, label, {modality: [n, ...]})``.
+
+    Shards are divided among DataLoader workers (decoding and augmenting are the slow part); the
+    clips of a sample depend only on (seed, sample key), never on which worker read it.
+    """
+
+    def __init__(self, url: str, split: str | None, specs: Sequence[ClipSpec], clips_per_video: int,
+                 augment: bool, seed: int = 0) -> None:
+        self.urls, self.split, self.specs = shard_urls(url), split, list(specs)
+        self.clips_per_video, self.augment, self.seed = clips_per_video, augment, seed
+
+    def inputs(self, clip: AVClip) -> dict[str, torch.Tensor]:
+        """The ``clips_per_video`` inputs of one sample for each modality, from shared start times."""
+        rng = clip_rng(self.seed, clip.key)
+        # A clip without audio still gets (silent) audio inputs; its frames set the duration.
+        dur = min((duration(clip, s.modality) for s in self.specs if s.modality == "video" or clip.has_audio),
+                  default=0.0)
+        starts = clip_starts(dur, max(s.seconds for s in self.specs), self.clips_per_video, self.augment, rng)
+        return {s.modality: INPUTS[s.modality](clip, starts, s, self.augment, rng) for s in self.specs}
+
+    def __iter__(self) -> Iterator[tuple[str, str, dict[str, torch.Tensor]]]:
+        info = get_worker_info()
+        urls = self.urls if info is None else self.urls[info.id::info.num_workers]
+        for u in urls:
+            for clip in open_shards(u):
+                if self.split is None or clip.split == self.split:
+                    yield video_id(clip), str(clip.label), self.inputs(clip)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)     # workers run side by side; intra-op threads would oversubscribe
 
 
 def extract(url: str, split: str | None, backbones: dict[str, nn.Module], specs: Sequence[ClipSpec],
             clips_per_video: int, augment: bool, batch_size: int = 32, seed: int = 0,
-            device: str | torch.device = "cpu", progress: bool = True) -> dict[str, ClipFeatures]:
+            device: str | torch.device = "cpu", progress: bool = True, workers: int = 0
+            ) -> dict[str, ClipFeatures]:
     """Features of every clip of ``split`` for each spec's modality, from the same start times.
 
-    Returns ``{modality: ClipFeatures}``; row ``i`` of each modality is the same clip window.
+    Returns ``{modality: ClipFeatures}`` with videos sorted by id; row ``i`` of each modality is the
+    same clip window. ``workers`` > 0 decodes and transforms clips in that many processes.
     """
+    data = ClipInputs(url, split, specs, clips_per_video, augment, seed)
+    stream = data if workers == 0 else DataLoader(data, batch_size=None, num_workers=workers,
+                                                  worker_init_fn=_one_thread)
     keys: dict[str, int] = {}
     labels: list[str] = []
     rows: dict[str, list[np.ndarray]] = {s.modality: [] for s in specs}
     pending: dict[str, list[torch.Tensor]] = {s.modality: [] for s in specs}
     video: list[int] = []
-    window = max(s.seconds for s in specs)
 
     def flush() -> None:
         for s in specs:
@@ -214,22 +243,13 @@ def extract(url: str, split: str | None, backbones: dict[str, nn.Module], specs:
                     rows[s.modality].append(pooled(backbones[s.modality], x, s).float().cpu().numpy())
                 pending[s.modality].clear()
 
-    # The bar counts every sample read (those of other splits are read and skipped too).
-    bar = tqdm(open_shards(url), total=count_samples(url), disable=not progress, unit="sample",
-               desc=f"features {'+'.join(s.modality for s in specs)} {split or ''}".strip())
-    for clip in bar:
-        if split is not None and clip.split != split:
-            continue
-        vid = keys.setdefault(video_id(clip), len(keys))
+    desc = f"features {'+'.join(s.modality for s in specs)} {split or ''}".strip()
+    for vid_key, label, inputs in tqdm(stream, disable=not progress, unit="sample", desc=desc):
+        vid = keys.setdefault(vid_key, len(keys))
         if vid == len(labels):
-            labels.append(str(clip.label))
-        rng = clip_rng(seed, clip.key)
-        # A clip without audio still gets (silent) audio inputs; its frames set the duration.
-        dur = min((duration(clip, s.modality) for s in specs if s.modality == "video" or clip.has_audio),
-                  default=0.0)
-        starts = clip_starts(dur, window, clips_per_video, augment, rng)
+            labels.append(label)
         for s in specs:
-            pending[s.modality].append(INPUTS[s.modality](clip, starts, s, augment, rng))
+            pending[s.modality].append(inputs[s.modality])
         video += [vid] * clips_per_video
         if sum(len(p) for p in pending[specs[0].modality]) >= batch_size:
             flush()
@@ -237,9 +257,11 @@ def extract(url: str, split: str | None, backbones: dict[str, nn.Module], specs:
     if not keys:
         raise EvalError(f"no samples with split {split!r} in {url}; build the shards with a dataset "
                         "adapter (avshards build --dataset NAME) or pass the right --train-split/--test-split")
-    names = list(keys)
-    return {s.modality: ClipFeatures(np.concatenate(rows[s.modality]), np.asarray(video), names, labels)
-            for s in specs}
+    feats = {s.modality: ClipFeatures(np.concatenate(rows[s.modality]), np.asarray(video), list(keys), labels)
+             for s in specs}
+    # Sorted by video id: the same features in the same order whatever the workers' interleaving.
+    order = np.argsort(np.asarray(list(keys)), kind="stable")
+    return {m: f.subset(order) for m, f in feats.items()}
 
 
 # --- cache ----------------------------------------------------------------------------------------

@@ -55,10 +55,7 @@ class Classifier(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.frozen:
-            with torch.no_grad():
-                f = self.backbone(x) if self.spec is None else pooled(self.backbone, x, self.spec)
-        else:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             f = self.backbone(x) if self.spec is None else pooled(self.backbone, x, self.spec)
         return self.head(self.dropout(f))
 
@@ -133,10 +130,13 @@ def train_classifier(model: Classifier, url: str, classes: list[str], settings: 
     model.to(device)
     data = TrainClips(url, train_split, spec, classes, seed)
     loader = DataLoader(data, batch_size=settings.batch_size, num_workers=workers, drop_last=False)
+    first = next(data._clips(), None)
+    if first is None:
+        raise EvalError(f"no training samples with split {train_split!r} of the classes {classes[:3]}... in "
+                        f"{url}; build it with avshards build --dataset NAME, or pass --train-split")
     if isinstance(model.head, nn.LazyLinear):       # materialise the probe's head before the optimiser
-        x, _ = data._sample(next(data._clips()))
         with torch.no_grad():
-            model.eval()(x[None].to(device))
+            model.eval()(data._sample(first)[0][None].to(device))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(settings.milestones), settings.gamma)
@@ -147,17 +147,16 @@ def train_classifier(model: Classifier, url: str, classes: list[str], settings: 
         total, count = 0.0, 0
         for x, y in tqdm(loader, disable=not progress, desc=f"train epoch {epoch + 1}/{settings.epochs}",
                          unit="batch"):
-            loss = loss_fn(model(x.to(device)), y.to(device))
+            # bfloat16 autocast on GPUs: the speed of mixed precision without a gradient scaler.
+            with torch.autocast("cuda", torch.bfloat16, enabled=str(device).startswith("cuda")):
+                loss = loss_fn(model(x.to(device)), y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total, count, steps = total + loss.item(), count + 1, steps + 1
             if max_steps is not None and steps >= max_steps:
                 break
-        if count == 0:
-            raise EvalError(f"no training samples with split {train_split!r} in {url}; build it with "
-                            "avshards build --dataset NAME, or pass --train-split")
-        losses.append(total / count)
+        losses.append(total / max(count, 1))
         sched.step()
         if max_steps is not None and steps >= max_steps:
             break

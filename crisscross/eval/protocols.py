@@ -33,6 +33,7 @@ class Extraction:
     device: str = "cpu"
     seed: int = 0
     progress: bool = True
+    workers: int = 0                       # processes decoding / transforming clips
 
     def features(self, url: str, backbones: dict[str, nn.Module], specs: Sequence[ClipSpec],
                  train: bool, augment: bool | None = None) -> dict[str, ClipFeatures]:
@@ -41,7 +42,8 @@ class Extraction:
                               self.train_split if train else self.test_split, backbones, specs,
                               self.train_clips if train else self.test_clips,
                               train if augment is None else augment, seed=self.seed,
-                              batch_size=self.batch_size, device=self.device, progress=self.progress)
+                              batch_size=self.batch_size, device=self.device, progress=self.progress,
+                              workers=self.workers)
 
 
 def method_label(checkpoint: str | None) -> str:
