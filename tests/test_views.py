@@ -41,13 +41,16 @@ def test_fixed_offsets(mode, dv, da):
         assert (s.v2 - s.v1, s.a2 - s.a1) == (dv, da)
 
 
-def test_extreme_puts_views_in_the_two_halves():
+def test_extreme_offsets_by_half_the_room_the_windows_leave():
     rng = np.random.default_rng(3)
+    ten_seconds = [sample_views(160, 160000, "extreme", rng) for _ in range(1000)]
+    assert {s.v2 - s.v1 for s in ten_seconds} == {48}            # 3 s, as the official code
+    starts = [s.v1 for s in ten_seconds]
+    assert min(starts) == 0 and max(starts) == 128 - 48         # view 2's window still fits
     for frames, samples in random_clips(300):
         s = sample_views(frames, samples, "extreme", rng)
         u = usable(frames, samples)
-        assert s.v2 - s.v1 == u // 2
-        assert s.v1 <= u - u // 2 and s.v2 >= u // 2
+        assert s.v2 - s.v1 == max(0, u - AS // SPF) // 2
         assert s.a2 == s.v2 * SPF                # synchronous second view
 
 

@@ -13,14 +13,16 @@ a picture of each)::
     mild    [overlapped]      each modality's second window starts half of that modality's
                               window later (video +4 frames, audio +1 s): 50% overlap
     medium  [adjacent]        each modality's second window starts right after the first
-    extreme [far_apart]       t2 = t1 + half the usable duration (view 1 in the first half
-                              of the possible starts, view 2 in the second half)
+    extreme [far_apart]       t2 = t1 + half the usable duration (3 s on a 10 s clip):
+                              view 1 early in the clip, view 2 late
     mixed   [random]          t1 and t2 drawn independently
 
 In ``mild`` and ``medium`` the offset is per modality by definition, so the second video and
 audio windows start at different times (audio 0.75 s / 1.5 s later); in ``none``, ``extreme``
-and ``mixed`` both views are synchronous. "Usable duration" is the range of valid start times:
-the clip's duration (the shorter of its video and audio) minus the longer window.
+and ``mixed`` both views are synchronous. The usable duration of ``extreme`` is the room the two
+windows leave in the clip: its duration (the shorter of its video and audio) minus twice the
+longer window, as in the official code (10 s - 2 x 2 s = 6 s, so t2 = t1 + 3 s). ``mixed`` and
+``none`` draw starts anywhere the windows fit.
 
 Short clips: when a clip is too short for the windows a mode needs, the first start is 0 and
 the offsets keep their definition (``extreme`` and ``mixed`` degrade to ``t2 = t1 = 0``); the
@@ -81,11 +83,12 @@ def sample_views(num_frames: int, num_samples: int, mode: str, rng: np.random.Ge
         dv, da = _modality_offsets(mode, video_frames, audio_samples)
         t1 = int(rng.integers(0, last_start(dv, da) + 1))
         return ViewStarts(t1, t1 + dv, audio_at(t1), audio_at(t1) + da)
-    usable = last_start(0, 0)
+    usable = last_start(0, 0)                                 # latest start of one view
     if mode == "none":
         t1 = t2 = int(rng.integers(0, usable + 1))
     elif mode == "extreme":
-        half = usable // 2
+        window = max(video_frames, int(np.ceil(audio_samples / spf)))  # longer window, in frames
+        half = max(0, usable - window) // 2
         t1 = int(rng.integers(0, usable - half + 1))
         t2 = t1 + half
     else:  # mixed
