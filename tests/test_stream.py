@@ -219,3 +219,34 @@ def test_startup_errors_are_one_clear_sentence(shards, tmp_path):
             tar.addfile(m, io.BytesIO(data))
     with pytest.raises(SchemaError, match="schema version 99"):
         ShardStream(str(bad))
+
+
+def test_plain_dataloader_splits_over_workers_and_env_ranks(shards, monkeypatch):
+    import torch.utils.data as tud
+
+    folder = shards()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    stream = ShardStream(folder, seed=3)
+    assert (stream.rank, stream.world_size) == (1, 2)
+    got = [k for batch in tud.DataLoader(stream, batch_size=2, num_workers=2, collate_fn=keys_of)
+           for k in batch]
+    expected = [f"clip{i:06d}" for s, a, b in
+                sum((partition(COUNTS, 1, 2, w, 2, seed=3, epoch=0) for w in range(2)), [])
+                for i in range(sum(COUNTS[:s]) + a, sum(COUNTS[:s]) + b)]
+    assert sorted(got) == sorted(expected) and len(got) == 6
+
+
+def keys_of(clips) -> list[str]:
+    return [c.key for c in clips]
+
+
+def test_ls_command_lists_shards_and_counts(shards, tmp_path):
+    from click.testing import CliRunner
+
+    from avshards.cli import main
+
+    result = CliRunner().invoke(main, ["ls", shards(indexed={0})])
+    assert result.exit_code == 0 and "5 shard(s), 15 sample(s)" in result.output
+    missing = CliRunner().invoke(main, ["ls", str(tmp_path / "none")])
+    assert missing.exit_code == 2 and "does not exist; check the path" in missing.output
