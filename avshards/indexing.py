@@ -32,10 +32,17 @@ def local_shards(url: str) -> list[str]:
     return paths
 
 
+def is_indexed(path: str) -> bool:
+    """True when the tar has an index at least as new as itself (a rewritten tar needs a new one)."""
+    idx = index_path(path)
+    return os.path.exists(idx) and os.path.getmtime(idx) >= os.path.getmtime(path)
+
+
 def index_shards(paths: list[str], overwrite: bool = False) -> Iterator[tuple[str, bool]]:
-    """Write ``NAME.idx`` for each tar lacking one (all with ``overwrite``); yield (tar, written)."""
+    """Write ``NAME.idx`` for each tar lacking an up-to-date one (all with ``overwrite``); yield
+    (tar, written)."""
     for path in paths:
-        if not overwrite and os.path.exists(index_path(path)):
+        if not overwrite and is_indexed(path):
             yield path, False
         else:
             try:
@@ -49,7 +56,8 @@ def index_shards(paths: list[str], overwrite: bool = False) -> Iterator[tuple[st
 @click.argument("shards", nargs=-1, required=True)
 @click.option("--overwrite", is_flag=True, help="Rewrite index files that already exist.")
 def index_command(shards: tuple[str, ...], overwrite: bool) -> None:
-    """Write a DALI wds2idx index (NAME.idx) beside every shard that lacks one.
+    """Write a DALI wds2idx index (NAME.idx) beside every shard that lacks one (or whose index
+    is older than the shard).
 
     SHARDS: folders of shards, brace patterns or .tar files (local).
     """

@@ -22,13 +22,18 @@ def test_index_writes_missing_and_skips_existing(synth_shards):
     for tar in tars:
         idx = tar.with_suffix(".idx")
         assert [s.key for s in parse_index(idx.read_text())] == [s.key for s in scan_tar(str(tar))]
-    os.utime(tars[0].with_suffix(".idx"), (0, 0))
+    idx = tars[0].with_suffix(".idx")
+    future = tars[0].stat().st_mtime + 100
+    os.utime(idx, (future, future))
     r = run(tars[0], tars[1])
     assert "indexed 0 shard(s), skipped 2" in r.output
-    assert tars[0].with_suffix(".idx").stat().st_mtime == 0      # untouched
+    assert idx.stat().st_mtime == future                          # untouched
     r = run(folder / "shards-{000000..000001}.tar", "--overwrite")
     assert "indexed 2 shard(s), skipped 0" in r.output
-    assert tars[0].with_suffix(".idx").stat().st_mtime > 0
+    assert idx.stat().st_mtime < future
+    os.utime(idx, (0, 0))                                         # older than its tar: stale
+    r = run(folder)
+    assert "indexed 1 shard(s), skipped 1" in r.output and idx.stat().st_mtime > 0
 
 
 @pytest.mark.parametrize("arg, words", [("nowhere", "no shard found at"),
