@@ -77,6 +77,8 @@ class ShardResult:
 
 
 class Progress(Protocol):
+    """Where a worker reports finished videos: a manager queue, or anything with ``put``."""
+
     def put(self, item: Any) -> None: ...
 
 
