@@ -28,7 +28,7 @@ def one_thread():
 
 
 def clip_from(sample) -> AVClip:
-    return AVClip.from_sample({**sample, "json": sample["json"]})
+    return AVClip.from_sample(sample)
 
 
 def frame_number(jpeg: bytes) -> int:
