@@ -114,7 +114,7 @@ def _http_read(url: str, start: int, stop: int | None) -> bytes:
     with _http_open(url, start, stop) as resp:
         try:
             data = resp.read()
-        except OSError as err:  # reset or short read mid-body
+        except Exception as err:  # reset (OSError) or short body (http.client.IncompleteRead)
             raise TransientError(f"{url}: {err}") from None
     if (start or stop is not None) and resp.status != 206:  # server ignored Range: cut it ourselves
         data = data[start:stop]
@@ -319,6 +319,9 @@ def read_exact(stream: IO[bytes], n: int) -> bytes:
             left -= len(data)
     except Exception as err:  # urllib and botocore raise several types for a reset mid-body
         raise TransientError(f"read failed mid-stream: {err}") from None
+    if left > 0 and getattr(stream, "length", None):
+        # urllib returns a short read, not an error, when the server closes before Content-Length
+        raise TransientError(f"the connection closed {stream.length} bytes before the end of the response")
     return b"".join(parts)
 
 

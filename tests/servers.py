@@ -59,6 +59,9 @@ class RangeHandler(SimpleHTTPRequestHandler):
         left = getattr(self, "_left", None)
         if left is None:
             return super().copyfile(source, outputfile)
+        if self.server.cut_next:             # drop the connection mid-body, once
+            left, self.server.cut_next = min(left, self.server.cut_next), 0
+            self.close_connection = True
         while left > 0:
             data = source.read(min(left, 1 << 20))
             if not data:
@@ -77,6 +80,7 @@ class HttpServer:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.server.failures_left = 0
+        self.server.cut_next = 0
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -84,6 +88,10 @@ class HttpServer:
     def fail_next(self, n: int) -> None:
         """Answer the next ``n`` requests with HTTP 503 (a transient server error)."""
         self.server.failures_left = n
+
+    def cut_next(self, nbytes: int) -> None:
+        """Close the connection of the next ranged response after ``nbytes`` of its body."""
+        self.server.cut_next = nbytes
 
     def stop(self) -> None:
         """Stop serving and close the port: later requests get 'connection refused'."""

@@ -142,6 +142,16 @@ def test_transient_http_errors_are_retried(eight_shards):
         assert loader.last_epoch_stats["lost"] == 0 and server.server.failures_left == 0
 
 
+def test_connection_dropped_mid_body_resumes_at_the_sample(eight_shards):
+    with HttpServer(eight_shards) as server:
+        stream = ShardStream(server.url + "/", shuffle_shards=False, retries=2, backoff=0.01)
+        server.cut_next(5000)            # the first shard's body stops inside its first sample
+        loader = StreamLoader(stream, batch_size=4)
+        got = [c.key for batch in loader for c in batch]
+        assert got == [f"clip{i:06d}" for i in range(32)] and server.server.cut_next == 0
+        assert loader.last_epoch_stats["lost"] == 0
+
+
 def test_upload_cli_skips_what_is_there_and_streams_back(folder, s3):
     s3.client().create_bucket(Bucket="upl")
     runner = CliRunner()
