@@ -108,7 +108,14 @@ class HttpServer:
 
 
 class S3Server:
-    """moto's S3 protocol server on 127.0.0.1 with authentication on and one IAM user."""
+    """moto's S3 protocol server on 127.0.0.1 with authentication on and one IAM user.
+
+    The in-process moto setting that turns authentication on is restored when the last running
+    server stops, so in-process ``mock_aws`` tests elsewhere are unaffected afterwards.
+    """
+
+    running_servers = 0
+    saved_auth_setting = None
 
     def __init__(self):
         import moto.settings
@@ -116,6 +123,9 @@ class S3Server:
         from moto.iam.models import iam_backends
         from moto.server import ThreadedMotoServer
 
+        if S3Server.running_servers == 0:
+            S3Server.saved_auth_setting = moto.settings.INITIAL_NO_AUTH_ACTION_COUNT
+        S3Server.running_servers += 1
         moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 0   # check keys from the first request on
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -158,6 +168,11 @@ class S3Server:
             self.server.stop()
             self.server._server.server_close()   # moto leaves the socket listening: close it
             self.running = False
+            S3Server.running_servers -= 1
+            if S3Server.running_servers == 0:
+                import moto.settings
+
+                moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = S3Server.saved_auth_setting
 
     def __enter__(self) -> "S3Server":
         return self
