@@ -18,3 +18,5 @@ def main() -> None:
 # Commands are registered explicitly, one line each, below.
 from crisscross.eval.cli import eval_group  # noqa: E402
 main.add_command(eval_group)
+from crisscross.viz.cli import viz_group  # noqa: E402
+main.add_command(viz_group)
