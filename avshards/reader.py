@@ -13,6 +13,7 @@ Stages, each a small function (the streaming dataset in :mod:`avshards.stream` c
 from __future__ import annotations
 
 import json
+import logging
 import tarfile
 import time
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ from webdataset import tariterators
 from avshards import remote
 from avshards.format import MANIFEST_NAME, AVClip
 from avshards.index import IndexedSample, index_path, parse_index
+
+
+log = logging.getLogger("avshards.reader")
 
 
 class TruncatedShardError(OSError):
@@ -93,6 +97,8 @@ def count_samples(url: str, retries: int = remote.RETRIES, backoff: float = remo
     index = load_index(url, retries, backoff)
     if index is not None:
         return len(index)
+    log.warning("%s has no manifest entry and no .idx: counting its samples by reading it whole "
+                "(`avshards index` writes the index and avoids this)", url)
     return sum(1 for _ in read_samples(url, 0, None))
 
 
