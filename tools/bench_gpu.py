@@ -174,7 +174,7 @@ NOTES = [
     "DALI rows without a GPU run the same pipeline definition on DALI's CPU operators (`device_id=None`,",
     "the CI configuration): they show what the graph costs on a CPU, not nvJPEG. The DALI external-source",
     "row injects the loader's own parameters (exact resume); the reader row draws them with `fn.random`",
-    "and cuts frames out in `fn.python_function` (GIL-bound, non-pipelined executor). DataLoader workers'",
+    "and cuts frames out in `fn.python_function` (Python under the main process's GIL). DataLoader workers'",
     "CPU time is counted when they exit, so \"after 1st\" includes their start-up in the torch-cpu row.",
     "GPU rows (DALI with nvJPEG, torch on the GPU, the AMP training step; target >= 2,000 two-view clips/s",
     "per GPU path on one H100 with <= 4 workers at < 1 ms CPU per clip) are NOT measured yet: no GPU",

@@ -562,8 +562,8 @@ class DaliShardLoader:
             return two_view_graph(jpegs, waves, device, params, augment, paper.VIDEO_AUG, paper.AUDIO_AUG,
                                   audio_steps(audio_samples))
 
-        self.pipe = pipe(batch_size=batch_size, num_threads=num_threads, seed=seed, exec_async=False,
-                         exec_pipelined=False, device_id=device_id if device == "gpu" else None)
+        self.pipe = pipe(batch_size=batch_size, num_threads=num_threads, seed=seed,
+                         device_id=device_id if device == "gpu" else None)
         self.pipe.build()
         self.out_device = torch.device("cuda", device_id) if device == "gpu" else torch.device("cpu")
         # equal batch counts on every rank: the smallest rank's share, whole batches only
