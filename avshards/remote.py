@@ -185,8 +185,10 @@ def split_s3(url: str) -> tuple[str, str]:
 
 
 def _s3_error(url: str, err: Exception) -> OSError:
-    from botocore.exceptions import ClientError, NoCredentialsError
+    from botocore.exceptions import ClientError, NoCredentialsError, ParamValidationError
 
+    if isinstance(err, ParamValidationError):
+        return ShardAccessError(f"{url} is not a valid S3 object URL ({err}); use s3://bucket/prefix/.")
     if isinstance(err, NoCredentialsError):
         return ShardAccessError(f"{url}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
                                 "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE).")
@@ -212,7 +214,7 @@ def _s3_call(url: str, fn: Callable, **kw):
 
     bucket, key = split_s3(url)
     try:
-        return fn(Bucket=bucket, **({"Key": key} if "Prefix" not in kw else {}), **kw)
+        return fn(Bucket=bucket, Key=key, **kw)
     except (ClientError, BotoCoreError, OSError) as err:
         raise _s3_error(url, err) from None
 
