@@ -7,9 +7,6 @@
 - :mod:`~crisscross.eval.finetune` and :mod:`~crisscross.eval.probe`: supervised training;
 - :mod:`~crisscross.eval.report`: JSON + markdown table + confusion matrix;
 - :mod:`~crisscross.eval.cli`: the ``crisscross eval`` command group.
+
+Nothing is imported here, so that ``crisscross --help`` does not load scikit-learn.
 """
-
-from crisscross.eval.retrieval import recall_at_k
-from crisscross.eval.svm import ClipFeatures, svm_sweep
-
-__all__ = ["ClipFeatures", "recall_at_k", "svm_sweep"]

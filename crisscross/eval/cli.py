@@ -14,16 +14,17 @@ import os
 from collections.abc import Callable
 
 import click
-import torch
 
+from avshards.format import SchemaError
 from crisscross import paper
-from crisscross.eval.features import EvalError, load_backbones, protocol_spec
-from crisscross.eval.report import confusion_matrix, markdown_table, mean_std, write_report
+from crisscross.eval.errors import EvalError
 
 FINETUNE_DATASETS = sorted({name for name, _ in paper.FINETUNE})
 
 
 def _default_device() -> str:
+    import torch  # imported when a command runs, so that `crisscross --help` stays fast
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -89,7 +90,7 @@ def user_errors(f: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
-        except (EvalError, FileNotFoundError) as e:
+        except (EvalError, SchemaError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from None
     return wrapper
 
@@ -120,6 +121,8 @@ def _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, tra
 
 
 def _finish(out: str, name: str, report: dict, table: str, confusion) -> None:
+    from crisscross.eval.report import write_report
+
     paths = write_report(out, name, report, table, confusion)
     click.echo(table, nl=False)
     click.echo("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -154,6 +157,7 @@ def linear_command(ckpt, shards, random_init, out, name, label, train_split, tes
                    seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
                    workers, modality, protocol, select_on_test):
     """Linear SVM with the C sweep on frozen CKPT features of SHARDS (one folder per split)."""
+    from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import linear_eval
 
     ckpt = _checkpoint(ckpt, random_init)
@@ -178,6 +182,7 @@ def fusion_command(ckpt, shards, random_init, out, name, label, train_split, tes
                    seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
                    workers, select_on_test):
     """Late fusion: video and audio features of the same clips concatenated -> linear SVM."""
+    from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import fusion_eval
 
     ckpt = _checkpoint(ckpt, random_init)
@@ -201,6 +206,7 @@ def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, 
                       batch_size, seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds,
                       cache, no_cache, workers, modality):
     """Retrieval: each test video queries the training videos; R@1/5/20."""
+    from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import retrieval_eval
 
     ckpt = _checkpoint(ckpt, random_init)
@@ -245,10 +251,11 @@ def _settings(base, frames, crop_size, epochs, lr, milestones, test_clips, batch
 
 def _supervised(ckpt, shards, random_init, out, name, label, train_split, test_split, device, seed, quiet,
                 settings, protocol, max_steps, workers):
-    from crisscross.eval.features import ClipSpec
+    from crisscross.eval.features import ClipSpec, load_backbones, protocol_spec
     from crisscross.eval.finetune import Classifier, finetune_report, shard_classes, train_classifier
     from crisscross.eval.probe import linear_probe
     from crisscross.eval.protocols import dataset_name, method_label
+    from crisscross.eval.report import confusion_matrix, markdown_table, mean_std
 
     ckpt = _checkpoint(ckpt, random_init)
     urls = _check_shards(shards)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from avshards.format import AVClip
 from avshards.reader import open_shards, shard_urls
 from crisscross import paper
+from crisscross.eval.errors import EvalError
 from crisscross.eval.svm import ClipFeatures
 
 CACHE_VERSION = 1
@@ -38,10 +39,6 @@ CACHE_VERSION = 1
 # 1x7x7) that size needs stride 1. Other protocols give a stride (audio) or use the kernel as stride.
 VIDEO_LINEAR_STRIDE = (1, 1, 1)
 MODALITIES = ("video", "audio")
-
-
-class EvalError(ValueError):
-    """An evaluation input the user must fix (no clips of a split, a modality the shards lack...)."""
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from avshards.format import MANIFEST_NAME, AVClip
 from avshards.reader import open_shards, shard_urls
-from crisscross.eval.features import (INPUTS, ClipSpec, EvalError, clip_rng, clip_starts, duration,
-                                      pooled, split_clips, video_id)
+from crisscross.eval.errors import EvalError
+from crisscross.eval.features import (INPUTS, ClipSpec, clip_rng, clip_starts, duration, pooled, split_clips,
+                                      video_id)
 from crisscross.paper import FinetuneSettings
 
 SHUFFLE_BUFFER = 256        # clips held for shuffling the training stream (memory vs randomness)

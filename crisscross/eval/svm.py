@@ -15,6 +15,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from crisscross.eval.errors import EvalError
 from crisscross.paper import SVM_C
 
 VAL_FRACTION = 0.2      # share of each class's training videos held out to choose C (not a paper number)
@@ -138,7 +139,7 @@ def svm_sweep(train: ClipFeatures, test: ClipFeatures, cs: tuple[float, ...] = S
     if select_on == "validation":
         tr, va = validation_split(train.labels, val_fraction, seed)
         if len(va) == 0:
-            raise ValueError("no class has two training videos, so no validation part can be held "
+            raise EvalError("no class has two training videos, so no validation part can be held "
                              "out; pass select_on='test' (--select-on-test) to choose C on the test split")
         fit_part, val_part = train.subset(tr), train.subset(va)
         for c in cs:
