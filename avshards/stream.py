@@ -57,8 +57,10 @@ def part_length(num_samples: int, parts: int, pad: bool = False) -> int:
     return -(-num_samples // parts) if pad else num_samples // parts
 
 
-def _global_segments(counts: Sequence[int], seed: int, shuffle: bool, g0: int, g1: int) -> list[Segment]:
-    """Shard segments covering positions ``[g0, g1)`` of the endless sequence of passes."""
+def _global_segments(counts: Sequence[int], seed: int, shuffle: bool, g0: int,
+                     g1: int) -> list[tuple[int, int, int, int]]:
+    """(shard, start, stop, pass index) segments covering positions ``[g0, g1)`` of the endless
+    sequence of passes."""
     total, out = sum(counts), []
     while g0 < g1:
         pass_index, offset = divmod(g0, total)
@@ -69,7 +71,7 @@ def _global_segments(counts: Sequence[int], seed: int, shuffle: bool, g0: int, g
         while pos < stop_in_pass:
             begin = ends[i] - counts[order[i]]
             stop = min(ends[i], stop_in_pass)
-            out.append((order[i], pos - begin, stop - begin))
+            out.append((order[i], pos - begin, stop - begin, pass_index))
             pos, i = stop, i + 1
         g0 += stop_in_pass - offset
     return [s for s in out if s[2] > s[1]]
@@ -83,6 +85,15 @@ def partition(counts: Sequence[int], rank: int, world_size: int, worker: int, nu
     ``counts[i]`` is the sample count of shard i. Every (rank, worker) gets the same number of
     samples, ``part_length(epoch_size or sum(counts), world_size * num_workers, pad)``.
     """
+    return [seg[:3] for seg in partition_passes(counts, rank, world_size, worker, num_workers, seed, epoch,
+                                               epoch_size, shuffle, pad)]
+
+
+def partition_passes(counts: Sequence[int], rank: int, world_size: int, worker: int, num_workers: int,
+                     seed: int, epoch: int, epoch_size: int | None = None, shuffle: bool = True,
+                     pad: bool = False) -> list[tuple[int, int, int, int]]:
+    """:func:`partition` with each segment's pass index over the data: a clip read in several
+    passes of one epoch (``epoch_size`` larger than the data) is told which visit it is."""
     total = sum(counts)
     size = epoch_size or total
     parts = world_size * num_workers
@@ -209,8 +220,8 @@ class ShardStream(tud.IterableDataset):
         The last pair is (None, final state) with ``state["done"]`` true: it carries the counts
         of what was skipped or lost after the last item.
         """
-        segments = partition(self.counts, self.rank, self.world_size, worker, num_workers, self.seed,
-                             self.epoch, self.epoch_size, self.shuffle_shards, self.pad)
+        segments = partition_passes(self.counts, self.rank, self.world_size, worker, num_workers,
+                                    self.seed, self.epoch, self.epoch_size, self.shuffle_shards, self.pad)
         start = (self.positions or [(0, 0)] * num_workers)[worker]
         yield from _PartReader(self, segments, worker).run(*start)
 
@@ -218,10 +229,10 @@ class ShardStream(tud.IterableDataset):
 class _PartReader:
     """Reads one worker's part block by block; keeps the counts of what was skipped or lost."""
 
-    def __init__(self, stream: ShardStream, segments: list[Segment], worker: int):
+    def __init__(self, stream: ShardStream, segments: list[tuple[int, int, int, int]], worker: int):
         self.s, self.segments, self.worker = stream, segments, worker
-        self.length = sum(b - a for _, a, b in segments)
-        self.starts = np.cumsum([0] + [b - a for _, a, b in segments]).tolist()
+        self.length = sum(b - a for _, a, b, _ in segments)
+        self.starts = np.cumsum([0] + [b - a for _, a, b, _ in segments]).tolist()
         self.block = stream.shuffle_buffer if stream.shuffle_buffer > 1 else 16
         self.indexes: dict[str, list[IndexedSample] | None] = {}
         self.failed: set[str] = set()
@@ -272,10 +283,13 @@ class _PartReader:
         out: list[AVClip | None] = []
         i = bisect.bisect_right(self.starts, lo) - 1
         while lo < hi:
-            shard, a, b = self.segments[i]
+            shard, a, b, pass_index = self.segments[i]
             first = a + lo - self.starts[i]
             stop = min(b, first + hi - lo)
             clips = self.read_shard(self.s.shards[shard].url, first, stop, b, count_lost)
+            for clip in clips:
+                if clip is not None:   # which pass over the data this read is (fresh views per pass)
+                    clip.visit = pass_index
             out += clips
             lo += stop - first
             i += 1

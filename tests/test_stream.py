@@ -250,3 +250,14 @@ def test_ls_command_lists_shards_and_counts(shards, tmp_path):
     assert result.exit_code == 0 and "5 shard(s), 15 sample(s)" in result.output
     missing = CliRunner().invoke(main, ["ls", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "does not exist; check the path" in missing.output
+
+
+def test_clips_read_in_several_passes_of_one_epoch_know_their_pass(shards):
+    """epoch_size > the data: each clip comes round once per pass, told which pass (its views differ)."""
+    url = shards()
+    total = sum(COUNTS)
+    stream = ShardStream(url, seed=5, epoch_size=2 * total, map_fn=lambda c: (c.key, c.visit))
+    seen = Counter(item for item, state in stream.iter_worker(0, 1) if not state["done"])
+    assert len(seen) == 2 * total and set(seen.values()) == {1}
+    assert {visit for _, visit in seen} == {0, 1}
+    assert {key for key, visit in seen if visit == 0} == {key for key, visit in seen if visit == 1}

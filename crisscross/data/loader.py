@@ -111,11 +111,11 @@ def select_two_views(clip: AVClip, mode: str, rng: np.random.Generator,
 @dataclass
 class PrepareClip:
     """The worker-side map: AVClip -> :class:`Prepared` (None for a clip without audio or frames).
-    Picklable; :class:`TrainLoader` sets ``epoch`` and calls :meth:`reset` before workers start.
+    Picklable; :class:`TrainLoader` sets ``epoch`` before workers start.
 
-    The visit number of a clip is ``clip.visit`` when the stream provides it, else counted here
-    per worker and epoch: exact for straight runs and for resumes at an epoch boundary; after a
-    mid-epoch resume, a clip read twice in that epoch may repeat the draws of its earlier visit.
+    The draws depend on ``clip.visit``, the pass over the data the stream read the clip in (a
+    fixed epoch size larger than the data reads clips several times per epoch, each time with
+    fresh views); it is a function of the position, so a resumed epoch draws the same.
     """
 
     mode: str = "mild"
@@ -126,20 +126,10 @@ class PrepareClip:
     video_settings: VideoAugSettings = paper.VIDEO_AUG
     audio_settings: AudioAugSettings = paper.AUDIO_AUG
 
-    def __post_init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the visit counts (a new epoch or a fresh DataLoader)."""
-        self.visits: dict[str, int] = {}
-
     def __call__(self, clip: AVClip) -> Prepared | None:
         if not clip.has_audio or clip.num_samples == 0 or clip.num_frames == 0:
             return None             # the stream skips and counts it, and reads on to keep parts equal
-        visit = getattr(clip, "visit", None)
-        if visit is None:
-            visit = self.visits[clip.key] = self.visits.get(clip.key, -1) + 1
-        rng = clip_rng(self.seed, self.epoch, clip.key, visit)
+        rng = clip_rng(self.seed, self.epoch, clip.key, getattr(clip, "visit", 0))
         raw = select_two_views(clip, self.mode, rng, self.video_frames, self.audio_samples)
         h, w = raw.size
         video = (draw_video_params(rng, h, w, self.video_settings), draw_video_params(rng, h, w, self.video_settings))
@@ -263,7 +253,6 @@ class TrainLoader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         # the map function travels to the workers when the DataLoader starts: set its epoch first
         self.prepare.epoch = self.batches.epoch
-        self.prepare.reset()
         for batch in self.batches:
             self._stats = self.batches.stats      # kept past the epoch's end, where the stream resets
             yield self._finish(batch)
