@@ -55,7 +55,8 @@ def test_cli_linear_reports_and_random_init_flag(sfx_shards, cache, tmp_path):
     args = [sfx_shards, "--modality", "audio", "--train-clips", "2", "--test-clips", "1", "--quiet",
             "--cache", cache, "--name", "arcade", "--device", "cpu"]
     runs = {}
-    for name, extra in (("ckpt", [str(ckpt)]), ("flag", [str(ckpt), "--random-init"]), ("word", ["random"])):
+    for name, extra in (("ckpt", [str(ckpt), "--with-baseline"]), ("flag", [str(ckpt), "--random-init"]),
+                        ("word", ["random"])):
         out = tmp_path / name
         result = CliRunner().invoke(crisscross_cli, ["eval", "linear", *extra, *args, "--out", str(out)])
         assert result.exit_code == 0, result.output
@@ -67,6 +68,10 @@ def test_cli_linear_reports_and_random_init_flag(sfx_shards, cache, tmp_path):
     # --random-init and CKPT "random" are the same network; the checkpoint's is another one.
     assert runs["flag"]["splits"] == runs["word"]["splits"]
     assert runs["ckpt"]["splits"][0]["sweep"] != runs["flag"]["splits"][0]["sweep"]
+    # --with-baseline: the random-init row beside the checkpoint's, in one table.
+    assert runs["ckpt"]["baseline"]["splits"] == runs["flag"]["splits"]
+    table = (tmp_path / "ckpt" / "linear-audio-arcade.md").read_text()
+    assert "| run |" in table and "| random init |" in table
 
 
 def test_cli_linear_user_errors(sfx_shards, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 import click
 
@@ -78,6 +79,8 @@ def feature_options(f: Callable) -> Callable:
         click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
         click.option("--workers", type=int, default=0, show_default=True,
                      help="Processes decoding and transforming clips (0: in the main process)."),
+        click.option("--with-baseline", is_flag=True,
+                     help="Also evaluate the random-init network and add its row to the same table."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -120,6 +123,17 @@ def _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, tra
                       device, seed, not quiet, workers)
 
 
+def _with_baseline(ckpt: str | None, label: str | None, with_baseline: bool, run: Callable) -> tuple:
+    """``run(checkpoint, row label)``; with the baseline, run it again on the random-init network and
+    add that row to the table (and its report under "baseline")."""
+    report, table, extra = run(ckpt, label)
+    if with_baseline and ckpt is not None:
+        base, base_table, _ = run(None, None)
+        report["baseline"] = base
+        table += "".join(line + "\n" for line in base_table.splitlines()[2:])
+    return report, table, extra
+
+
 def _finish(out: str, name: str, report: dict, table: str, confusion) -> None:
     from crisscross.eval.report import write_report
 
@@ -155,7 +169,7 @@ def eval_group() -> None:
 @user_errors
 def linear_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
                    seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
-                   workers, modality, protocol, select_on_test):
+                   workers, with_baseline, modality, protocol, select_on_test):
     """Linear SVM with the C sweep on frozen CKPT features of SHARDS (one folder per split)."""
     from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import linear_eval
@@ -166,9 +180,10 @@ def linear_command(ckpt, shards, random_init, out, name, label, train_split, tes
     spec = protocol_spec(protocol, modality, frames, crop_size, audio_seconds)
     how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
                       train_clips or p.train_clips, test_clips or p.test_clips, workers)
-    backbones = load_backbones(ckpt, device, seed)
-    report, table, cm = linear_eval(backbones, _check_shards(shards), spec, how,
-                                    "test" if select_on_test else "validation", name, label)
+    urls = _check_shards(shards)
+    report, table, cm = _with_baseline(ckpt, label, with_baseline, lambda c, row: linear_eval(
+        load_backbones(c, device, seed), urls, spec, replace(how, checkpoint=c),
+        "test" if select_on_test else "validation", name, row))
     _finish(out, f"linear-{modality}-{report['dataset']}", report, table, cm)
 
 
@@ -180,7 +195,7 @@ def linear_command(ckpt, shards, random_init, out, name, label, train_split, tes
 @user_errors
 def fusion_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
                    seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
-                   workers, select_on_test):
+                   workers, with_baseline, select_on_test):
     """Late fusion: video and audio features of the same clips concatenated -> linear SVM."""
     from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import fusion_eval
@@ -191,8 +206,10 @@ def fusion_command(ckpt, shards, random_init, out, name, label, train_split, tes
              protocol_spec("fusion_audio", "audio", audio_seconds=audio_seconds)]
     how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
                       train_clips or p.train_clips, test_clips or p.test_clips, workers)
-    report, table, cm = fusion_eval(load_backbones(ckpt, device, seed), _check_shards(shards), specs, how,
-                                    "test" if select_on_test else "validation", name, label)
+    urls = _check_shards(shards)
+    report, table, cm = _with_baseline(ckpt, label, with_baseline, lambda c, row: fusion_eval(
+        load_backbones(c, device, seed), urls, specs, replace(how, checkpoint=c),
+        "test" if select_on_test else "validation", name, row))
     _finish(out, f"fusion-{report['dataset']}", report, table, cm)
 
 
@@ -204,7 +221,7 @@ def fusion_command(ckpt, shards, random_init, out, name, label, train_split, tes
 @user_errors
 def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device,
                       batch_size, seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds,
-                      cache, no_cache, workers, modality):
+                      cache, no_cache, workers, with_baseline, modality):
     """Retrieval: each test video queries the training videos; R@1/5/20."""
     from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import retrieval_eval
@@ -214,8 +231,9 @@ def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, 
     spec = protocol_spec("retrieval", modality, frames, crop_size, audio_seconds)
     how = _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, train_split, test_split,
                       train_clips or p.train_clips, test_clips or p.test_clips, workers)
-    report, table, _ = retrieval_eval(load_backbones(ckpt, device, seed), _check_shards(shards), spec, how,
-                                      name, label)
+    urls = _check_shards(shards)
+    report, table, _ = _with_baseline(ckpt, label, with_baseline, lambda c, row: retrieval_eval(
+        load_backbones(c, device, seed), urls, spec, replace(how, checkpoint=c), name, row))
     _finish(out, f"retrieval-{modality}-{report['dataset']}", report, table, None)
 
 
