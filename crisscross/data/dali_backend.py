@@ -28,7 +28,9 @@ audio ``crop``    float32 [i, j, h, w]: BYOL-A crop box on the zero canvas (spec
 
 Feeding: :class:`DaliAugmenter` takes per-clip selections (the 16 JPEGs and two audio slices that
 DataLoader workers chose after doing the I/O) and returns the trainer's batch dict;
-:class:`DaliShardLoader` reads shards with DALI's own ``readers.webdataset`` instead.
+:func:`augment_batch` is the hook ``make_train_loader(backend="dali")`` calls with its prepared
+clips; :class:`DaliShardLoader` reads shards with DALI's own ``readers.webdataset`` instead.
+docs/dali.md says when to use which and what the measured differences to the torch backend are.
 """
 
 from __future__ import annotations
