@@ -72,3 +72,31 @@ def test_report_files(tmp_path):
     assert json.loads(paths["json"].read_text())["accuracy"] == 0.5
     assert "- n1" in paths["markdown"].read_text()
     assert Image.open(paths["confusion"]).size[0] > 100
+
+
+def test_combine_reports_lays_out_methods_by_datasets(tmp_path):
+    from click.testing import CliRunner
+
+    from crisscross.cli import main as crisscross_cli
+    from crisscross.eval.report import combine_reports
+
+    ucf = {"protocol": "linear", "dataset": "UCF101", "method": "k400", "accuracy": 0.839,
+           "baseline": {"protocol": "linear", "dataset": "UCF101", "method": "random init", "accuracy": 0.2}}
+    esc = {"protocol": "linear", "dataset": "ESC50", "method": "k400", "accuracy": 0.868}
+    ret = {"protocol": "retrieval", "dataset": "UCF101", "method": "k400",
+           "recall": {"R@1": 0.638, "R@5": 0.787, "R@20": 0.899}}
+    table = combine_reports([ucf, esc, ret])
+    assert table.splitlines() == [
+        "| Method | UCF101 | ESC50 | UCF101 R@1 | UCF101 R@5 | UCF101 R@20 |",
+        "|---|---|---|---|---|---|",
+        "| k400 | 83.9 | 86.8 | 63.8 | 78.7 | 89.9 |",
+        "| random init | 20.0 | - | - | - | - |"]
+    paths = []
+    for i, r in enumerate((ucf, esc)):
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps(r))
+    result = CliRunner().invoke(crisscross_cli, ["eval", "table", *map(str, paths), "--out", str(tmp_path / "t.md")])
+    assert result.exit_code == 0 and (tmp_path / "t.md").read_text().startswith("| Method | UCF101 | ESC50 |")
+    (tmp_path / "bad.json").write_text("{}")
+    bad = CliRunner().invoke(crisscross_cli, ["eval", "table", str(tmp_path / "bad.json")])
+    assert bad.exit_code != 0 and "not a report" in bad.output

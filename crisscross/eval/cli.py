@@ -152,6 +152,7 @@ def eval_group() -> None:
     crisscross eval retrieval CKPT SHARDS...  nearest-neighbour retrieval R@1/5/20 (E.3)
     crisscross eval finetune CKPT SHARDS...   full fine-tuning, Table S11 (E.2)
     crisscross eval probe    CKPT SHARDS...   linear layer on a frozen backbone (E.1, large sets)
+    crisscross eval table    REPORTS...       one paper-style table from several reports
     """
 
 
@@ -333,3 +334,31 @@ def probe_command(ckpt, shards, random_init, out, name, label, train_split, test
                               milestones=tuple(int(m) for m in milestones.split(",")) if milestones else None)
     _supervised(ckpt, shards, random_init, out, name, label, train_split, test_split, device, seed, quiet,
                 settings, "probe", max_steps, workers)
+
+
+@eval_group.command("table")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="Markdown file to write (default: print only).")
+def table_command(reports, out):
+    """One paper-style table (method rows, dataset columns) from several REPORTS (*.json)."""
+    import json
+
+    from crisscross.eval.report import combine_reports
+
+    loaded = []
+    for path in reports:
+        try:
+            with open(path) as f:
+                report = json.load(f)
+        except ValueError:
+            report = None
+        if not isinstance(report, dict) or not {"protocol", "dataset", "method"} <= set(report):
+            raise click.ClickException(f"{path} is not a report written by `crisscross eval`; pass the "
+                                       "PROTOCOL-....json files from --out")
+        loaded.append(report)
+    table = combine_reports(loaded)
+    click.echo(table, nl=False)
+    if out:
+        with open(out, "w") as f:
+            f.write(table)

@@ -89,3 +89,29 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, Path):
         return str(v)
     raise TypeError(f"cannot write {type(v).__name__} to a JSON report")
+
+
+def report_cells(report: dict[str, Any]) -> dict[str, float]:
+    """The table cells of one report: column name -> value (one per dataset / metric / fusion row)."""
+    name = report["dataset"]
+    if report["protocol"] == "retrieval":
+        return {f"{name} {k}": v for k, v in report["recall"].items()}
+    if report["protocol"] == "fusion":
+        return {f"{name} ({row})": r["accuracy"] for row, r in report["results"].items()}
+    return {name: report["accuracy"]}
+
+
+def combine_reports(reports: list[dict[str, Any]]) -> str:
+    """One markdown table from several reports, laid out like the paper's: a row per method (baselines
+    included), a column per dataset / metric, in the order first seen; "-" where a method lacks one."""
+    rows: dict[str, dict[str, float]] = {}
+    columns: list[str] = []
+    for report in reports:
+        for r in (report, report.get("baseline")):
+            if r is None:
+                continue
+            cells = report_cells(r)
+            rows.setdefault(r["method"], {}).update(cells)
+            columns += [c for c in cells if c not in columns]
+    return markdown_table(["Method", *columns],
+                          [[method, *(cells.get(c, "-") for c in columns)] for method, cells in rows.items()])
