@@ -115,16 +115,17 @@ def feature_options(f: Callable) -> Callable:
     return f
 
 
-def features_of(ckpt: str | None, url: str, split: str | None, modality: str, clips: int, crop_size: int | None,
-                device: str, seed: int, batch_size: int, cache: str | None, quiet: bool):
-    """The evaluation's features (uniform clips, no augmentation) of one checkpoint, split and modality."""
+def features_of(ckpt: str | None, url: str, split: str | None, modalities: Sequence[str], clips: int,
+                crop_size: int | None, device: str, seed: int, batch_size: int, cache: str | None, quiet: bool):
+    """The evaluation's features (uniform clips, no augmentation) of one checkpoint and split, for
+    each modality, from one pass over the shards: ``{modality: ClipFeatures}``."""
     from crisscross.eval.features import cached_extract, load_backbones
     from crisscross.viz.embeddings import modality_spec
 
     backbones = load_backbones(ckpt, device, seed)
-    spec = modality_spec(modality, crop_size)
-    return cached_extract(cache, ckpt, url, split, backbones, [spec], clips, False, seed=seed,
-                          batch_size=batch_size, device=device, progress=not quiet)[modality]
+    specs = [modality_spec(m, crop_size) for m in modalities]
+    return cached_extract(cache, ckpt, url, split, backbones, specs, clips, False, seed=seed,
+                          batch_size=batch_size, device=device, progress=not quiet)
 
 
 # --- the group ------------------------------------------------------------------------------------
@@ -160,14 +161,16 @@ def embeddings_command(shards, ckpts, out, modalities, crop_size, device, seed, 
     url, models = _check_shards(shards), [parse_checkpoint(c) for c in ckpts]
     os.makedirs(out, exist_ok=True)
     cache = None if no_cache else (cache or os.path.join(out, "cache"))
+    modalities = modalities or MODALITIES
+    feats = [features_of(ckpt, url, split, modalities, clips, crop_size, device, seed, batch_size, cache, quiet)
+             for _, ckpt in models]
     body = []
-    for modality in modalities or MODALITIES:
-        panels = []
-        for label, ckpt in models:
-            f = features_of(ckpt, url, split, modality, clips, crop_size, device, seed, batch_size, cache, quiet)
-            panels.append(embedding_panel(label, f.video_means(), f.labels, method, seed))
+    for modality in modalities:
+        panels = [embedding_panel(label, f[modality].video_means(), f[modality].labels, method, seed)
+                  for (label, _), f in zip(models, feats)]
         name = f"embeddings-{modality}.png"
-        plot_embeddings(panels, Path(out) / name, f"{modality} representations ({method}, {len(f.keys)} videos)")
+        count = feats[0][modality].num_videos
+        plot_embeddings(panels, Path(out) / name, f"{modality} representations ({method}, {count} videos)")
         spreads = ", ".join(f"{p.title}: {p.spread:.3f}" for p in panels)
         body.append(_image(name, f"{modality.capitalize()} embeddings ({method}); spread (mean cosine "
                                  f"distance) {spreads}."))
@@ -270,11 +273,13 @@ def neighbours_command(shards, ckpts, out, modalities, crop_size, device, seed, 
     cache = None if no_cache else (cache or os.path.join(out, "cache"))
     k = k or TOP_K
     body, tiles = [], {}
-    for modality in modalities or MODALITIES:
-        for label, ckpt in models:
-            q = features_of(ckpt, url, query_split, modality, clips, crop_size, device, seed, batch_size, cache, quiet)
-            g = features_of(ckpt, gallery, gallery_split, modality, clips, crop_size, device, seed, batch_size,
-                            cache, quiet)
+    modalities = modalities or MODALITIES
+    for label, ckpt in models:
+        qf = features_of(ckpt, url, query_split, modalities, clips, crop_size, device, seed, batch_size, cache, quiet)
+        gf = features_of(ckpt, gallery, gallery_split, modalities, clips, crop_size, device, seed, batch_size,
+                         cache, quiet)
+        for modality in modalities:
+            q, g = qf[modality], gf[modality]
             rows = neighbour_rows(q, g, pick_queries(q.num_videos, queries, seed), k)
             wanted = {key for r in rows for key in [r.query, *r.neighbours]} - set(tiles)
             if wanted:
