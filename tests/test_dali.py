@@ -222,6 +222,25 @@ def test_webdataset_reader_path_gives_equal_batches_per_rank(synth_shards):
 
 
 @pytest.mark.dali
+@needs_dali
+def test_webdataset_reader_skips_clips_without_audio(tmp_path):
+    import webdataset as wds
+    from synth import synthetic_clip
+
+    from avshards.index import write_index
+
+    path = str(tmp_path / "shards-000000.tar")
+    with wds.TarWriter(path, mtime=0) as sink:
+        for k in range(6):
+            sink.write(synthetic_clip(f"clip{k:06d}", 3.0, has_audio=k % 2 == 0, seed=k))
+    write_index(path)
+    loader = D.DaliShardLoader([path], 3, "mild", "cpu", augment=False, shuffle=False, num_threads=1)
+    assert loader.samples_per_rank == 3 and len(loader) == 1     # only the 3 clips with audio count
+    (batch,) = list(loader)
+    assert (batch["a1"].flatten(1).std(dim=1) > 0.1).all()       # sound: a silent stand-in would be flat
+
+
+@pytest.mark.dali
 @pytest.mark.gpu
 @needs_dali
 def test_gpu_pipeline_matches_cpu_pipeline(real):
