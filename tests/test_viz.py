@@ -147,14 +147,31 @@ def test_neighbours_frames_right_green_and_wrong_red(shards, checkpoints, tmp_pa
     assert "R@1" in index and "R@5" in index
 
 
-def test_neighbours_of_audio_only_shards_show_log_mels(media, tmp_path):
+@pytest.fixture(scope="module")
+def sfx_shards(media, tmp_path_factory) -> str:
+    """Audio-only shards of real game sounds: 3 classes x 3 sounds, sound 1 of each is the test one."""
     items = [SourceItem(str(media / f"audio/arcade_sfx/{c}{n}.wav"), c, "test" if n == 1 else "train", id=f"{c}{n}")
              for c in ("coin", "jump", "laser") for n in (1, 2, 3)]
-    build(items, tmp_path / "sfx", workers=2, progress=False)
-    viz("neighbours", str(tmp_path / "sfx"), "--ckpt", "random", "--modality", "audio", "--queries", "2",
-        "--k", "3", "--clips", "1", "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet")
-    img = picture(tmp_path / "out" / "neighbours-audio-random-init.png")
+    out = tmp_path_factory.mktemp("sfx") / "sfx"
+    assert build(items, out, workers=2, progress=False).num_samples == 9
+    return str(out)
+
+
+def test_neighbours_of_audio_only_shards_show_log_mels(sfx_shards, tmp_path):
+    viz("neighbours", sfx_shards, "--ckpt", "random", "--modality", "audio", "--queries", "2",
+        "--k", "3", "--clips", "1", "--out", str(tmp_path), "--device", "cpu", "--quiet")
+    img = picture(tmp_path / "neighbours-audio-random-init.png")
     assert img.shape == (300, 520, 3)         # 2 queries x (query + top-3)
+
+
+def test_audio_saliency_of_audio_only_shards(sfx_shards, tmp_path):
+    viz("saliency", sfx_shards, "--ckpt", "random", "--modality", "audio", "--target", "norm", "--clips", "3",
+        "--out", str(tmp_path), "--device", "cpu", "--quiet")
+    assert picture(tmp_path / "saliency-audio.png").shape == (540, 720, 3)     # 3 clips x (log-mel + 1)
+    # The cross-modal score needs frames: a clear sentence saying what to do instead.
+    result = CliRunner().invoke(crisscross_cli, ["viz", "saliency", sfx_shards, "--ckpt", "random",
+                                                 "--modality", "audio", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "--target norm" in result.output
 
 
 @pytest.mark.slow

@@ -201,8 +201,10 @@ def saliency_command(shards, ckpts, out, modalities, crop_size, device, seed, qu
     url, models = _check_shards(shards), [parse_checkpoint(c) for c in ckpts]
     os.makedirs(out, exist_ok=True)
     specs = modality_spec("video", crop_size), modality_spec("audio")
-    inputs = [clip_inputs(c, *specs) for c in choose_clips(url, split, keys, clips, seed)]
     modalities = modalities or MODALITIES
+    # Clips without frames only have something to show when the audio map explains the embedding norm.
+    need_frames = "video" in modalities or target == "crossmodal"
+    inputs = [clip_inputs(c, *specs) for c in choose_clips(url, split, keys, clips, seed, need_frames)]
     maps = {m: [[] for _ in inputs] for m in modalities}
     bar = tqdm(total=len(models) * len(inputs), disable=quiet, unit="clip", desc="grad-cam")
     for label, ckpt in models:
@@ -227,13 +229,16 @@ def saliency_command(shards, ckpts, out, modalities, crop_size, device, seed, qu
     click.echo(f"wrote {len(body)} saliency pictures for {len(inputs)} clips to {out}")
 
 
-def choose_clips(url: str, split: str | None, keys: Sequence[str], count: int, seed: int) -> list:
-    """The samples named by ``keys``, else ``count`` samples with frames drawn at random (seeded)."""
+def choose_clips(url: str, split: str | None, keys: Sequence[str], count: int, seed: int,
+                 need_frames: bool = True) -> list:
+    """The samples named by ``keys``, else ``count`` samples (with frames when ``need_frames``)
+    drawn at random (seeded)."""
     import numpy as np
 
     from crisscross.eval.features import split_clips
 
-    candidates = [c for c in split_clips(url, split) if (c.key in keys if keys else c.num_frames > 0)]
+    candidates = [c for c in split_clips(url, split)
+                  if (c.key in keys if keys else c.num_frames > 0 or not need_frames)]
     if keys:
         missing = sorted(set(keys) - {c.key for c in candidates})
         if missing:
@@ -241,7 +246,9 @@ def choose_clips(url: str, split: str | None, keys: Sequence[str], count: int, s
                            f"{f' (split {split})' if split else ''}; `avshards inspect` lists the keys")
         return sorted(candidates, key=lambda c: list(keys).index(c.key))
     if not candidates:
-        raise VizError(f"no samples with video frames in {url}{f' (split {split})' if split else ''}")
+        raise VizError(f"no samples {'with video frames ' if need_frames else ''}in {url}"
+                       f"{f' (split {split})' if split else ''}; for audio-only shards use --modality audio "
+                       "--target norm")
     picked = np.random.default_rng(seed).choice(len(candidates), min(count, len(candidates)), replace=False)
     return [candidates[i] for i in sorted(picked)]
 

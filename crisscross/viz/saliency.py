@@ -38,11 +38,12 @@ DPI = 100
 
 @dataclass
 class ClipInputs:
-    """One clip's evaluation inputs: video [1, 3, T, S, S] and log-mel [1, 1, 80, steps]."""
+    """One clip's evaluation inputs: video [1, 3, T, S, S] (None without frames) and log-mel
+    [1, 1, 80, steps] (silence without audio)."""
 
     key: str
     label: str | None
-    video: Tensor
+    video: Tensor | None
     audio: Tensor
 
 
@@ -72,9 +73,8 @@ def clip_inputs(clip, spec_video: ClipSpec, spec_audio: ClipSpec) -> ClipInputs:
     dur = duration(clip, "video") if clip.num_frames else duration(clip, "audio")
     start = np.array([max(0.0, (dur - window) / 2)])
     rng = np.random.default_rng(0)                       # unused without augmentation
-    if clip.num_frames == 0:
-        raise VizError(f"sample {clip.key!r} has no video frames; saliency needs frames (choose other clips)")
-    return ClipInputs(clip.key, clip.label, video_inputs(clip, start, spec_video, False, rng),
+    video = video_inputs(clip, start, spec_video, False, rng) if clip.num_frames else None
+    return ClipInputs(clip.key, clip.label, video,
                       audio_inputs(clip, start, spec_audio, False, rng))
 
 
@@ -111,6 +111,9 @@ def saliency(model: nn.Module, inputs: ClipInputs, modality: str, target: str = 
     if target not in TARGETS:
         raise VizError(f"unknown saliency target {target!r}; use one of {', '.join(TARGETS)}")
     x = {"video": inputs.video, "audio": inputs.audio}
+    if x[modality] is None or (target == "crossmodal" and x[OTHER[modality]] is None):
+        raise VizError(f"sample {inputs.key!r} has no video frames: show its audio map with --modality audio "
+                       "--target norm, or choose clips with frames")
     with torch.enable_grad():
         mine = x[modality].to(device)
         fmap, z, p = _branch(model, modality, mine)
