@@ -20,3 +20,5 @@ from crisscross.eval.cli import eval_group  # noqa: E402
 main.add_command(eval_group)
 from crisscross.viz.cli import viz_group  # noqa: E402
 main.add_command(viz_group)
+from crisscross.demo import demo_command  # noqa: E402
+main.add_command(demo_command)
