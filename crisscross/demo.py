@@ -148,7 +148,7 @@ def write_report(out: Path, run: Path, evals: Path, commands: list[str], seconds
 @click.command("demo")
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Report folder (shards, run, evaluation and report.md go here).")
-@click.option("--media", default=DEFAULT_MEDIA, show_default=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--media", default=DEFAULT_MEDIA, show_default="$AVSHARDS_MEDIA or ~/.cache/avshards-media", type=click.Path(file_okay=False, path_type=Path),
               help="Where the public sample media are cached (fetched when missing).")
 @click.option("--steps", default=30, show_default=True, type=click.IntRange(1),
               help="Pretraining steps of the tiny CPU preset.")
