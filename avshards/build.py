@@ -22,6 +22,7 @@ from typing import Any
 
 from avshards.format import FAILURES_NAME, FPS, MANIFEST_NAME, SAMPLE_RATE, SCHEMA_VERSION
 from avshards.index import index_path
+from avshards.remote import join
 from avshards.sources import SourceItem, resolve_sources
 from avshards.transcode import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, DEFAULT_TIMEOUT, check_ffmpeg
 from avshards.writer import (DEFAULT_CLIP_SECONDS, TMP_SUFFIX, ClipOptions, ShardResult, ShardSpec,
@@ -127,9 +128,9 @@ def _old_failures(out: str) -> dict[str, list[dict[str, str]]]:
     return by_shard
 
 
-def _skipped_result(spec: ShardSpec, old: dict[str, list[dict[str, str]]]) -> ShardResult:
+def _skipped_result(spec: ShardSpec, old: dict[str, list[dict[str, str]]], scan=scan_shard) -> ShardResult:
     """A finished shard's result, its failures taken from the earlier run's records."""
-    result = scan_shard(spec.path)
+    result = scan(spec.path)
     known = {f["source"]: f for f in old.get(result.name, [])}
     present = set(result.video_indices)
     for i, item in spec.videos:
@@ -157,8 +158,9 @@ class _Bar:
 
 
 def _run_shards(specs: list[ShardSpec], workers: int, show: bool,
-                on_result: Callable[[ShardResult], None]) -> None:
-    """Build ``specs`` in a process pool (in-process for one worker), with a tqdm bar in videos.
+                on_result: Callable[[ShardResult], None], task=build_shard) -> None:
+    """Run ``task`` (build_shard, or build + upload) for ``specs`` in a process pool (in-process for
+    one worker), with a tqdm bar in videos.
 
     At most ``workers`` shards are submitted at a time, so after Ctrl-C no queued shard starts.
     """
@@ -171,19 +173,19 @@ def _run_shards(specs: list[ShardSpec], workers: int, show: bool,
     try:
         if workers <= 1 or len(specs) == 1:
             for spec in specs:
-                on_result(build_shard(spec, _Bar(bar)))
+                on_result(task(spec, _Bar(bar)))
             return
         waiting = iter(specs)
         with multiprocessing.Manager() as manager, \
                 cf.ProcessPoolExecutor(max_workers=min(workers, len(specs))) as pool:
             ticks = manager.Queue()
-            running = {pool.submit(build_shard, spec, ticks) for spec in itertools.islice(waiting, workers)}
+            running = {pool.submit(task, spec, ticks) for spec in itertools.islice(waiting, workers)}
             while running:
                 done, running = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
                 _drain(ticks, bar)
                 for fut in done:
                     on_result(fut.result())
-                    running |= {pool.submit(build_shard, spec, ticks) for spec in itertools.islice(waiting, 1)}
+                    running |= {pool.submit(task, spec, ticks) for spec in itertools.islice(waiting, 1)}
     finally:
         bar.close()
 
@@ -200,8 +202,15 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
           root: str | os.PathLike | None = None, short_side: int = DEFAULT_SHORT_SIDE,
           quality: int = DEFAULT_QUALITY, clip_seconds: float = DEFAULT_CLIP_SECONDS,
           videos_per_shard: int = DEFAULT_VIDEOS_PER_SHARD, workers: int | None = None,
-          timeout: float = DEFAULT_TIMEOUT, overwrite: bool = False, progress: bool = True) -> BuildReport:
+          timeout: float = DEFAULT_TIMEOUT, overwrite: bool = False, progress: bool = True,
+          engine: str = "local", ray_address: str | None = None,
+          staging: str | os.PathLike | None = None) -> BuildReport:
     """Transcode ``src`` (folder, CSV, list file, glob, or a list of SourceItem) into shards in ``out``.
+
+    ``out`` is a folder or ``s3://bucket/prefix/`` (shards staged in ``staging``, then uploaded;
+    see :mod:`avshards.outputs`). ``engine``: "local" (a process pool of ``workers``) or "ray"
+    (one Ray task per shard, on the cluster at ``ray_address`` or a local instance; see
+    :mod:`avshards.ray_engine`). Both run the same shard function: the shards are identical.
 
     Returns a :class:`BuildReport`. Raises :class:`BuildError` / ``SourceError`` /
     ``MissingFFmpeg`` for problems the user must fix; failing videos are reported, not raised.
@@ -213,11 +222,19 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
         raise BuildError(f"--quality {quality} is outside ffmpeg's JPEG scale 2 (best) .. 31 (worst).")
     if clip_seconds < 0.5 or videos_per_shard < 1:
         raise BuildError("--clip-seconds must be at least 0.5 and --videos-per-shard at least 1.")
+    if engine not in ("local", "ray"):
+        raise BuildError(f"--engine {engine}: use local (this machine's cores) or ray (a Ray cluster).")
+    run_shards = _run_shards
+    if engine == "ray":
+        from avshards import ray_engine
+        run_shards = ray_engine.runner(ray_address)   # fails now, not mid-build, without Ray
     ffmpeg_version = check_ffmpeg()
     items = list(src) if isinstance(src, (list, tuple)) else resolve_sources(src, root)
     if not items:
         raise BuildError("the source list is empty; give at least one video.")
-    out = os.fspath(out)
+    from avshards.outputs import open_output
+    dest = open_output(out, staging)   # a folder, or S3 (shards staged in dest.local, then uploaded)
+    out = dest.local
     _prepare_out(out)
 
     options = ClipOptions(short_side, quality, float(clip_seconds), float(timeout))
@@ -228,6 +245,7 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
     specs = plan_shards(items, out, videos_per_shard, options)
     if overwrite:
         _remove_stale(out, specs)
+        dest.remove_stale({os.path.basename(s.path) for s in specs})
     else:
         _check_resumable(out, build_info)
 
@@ -235,8 +253,8 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
     results: dict[str, ShardResult] = {}
     todo = []
     for spec in specs:
-        if not overwrite and os.path.exists(spec.path) and os.path.exists(index_path(spec.path)):
-            results[os.path.basename(spec.path)] = _skipped_result(spec, old)
+        if not overwrite and dest.finished(spec.path):
+            results[os.path.basename(spec.path)] = _skipped_result(spec, old, dest.scan)
         else:
             todo.append(spec)
 
@@ -248,16 +266,17 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
                 log.write(json.dumps(fail, sort_keys=True) + "\n")
             log.flush()
 
-        _run_shards(todo, workers or os.cpu_count() or 1, progress, on_result)
+        run_shards(todo, workers or os.cpu_count() or 1, progress, on_result, task=dest.task)
 
     ordered = [results[os.path.basename(s.path)] for s in specs]
-    report = BuildReport(out=out, manifest=os.path.join(out, MANIFEST_NAME), num_videos=len(items),
+    report = BuildReport(out=dest.url, manifest=join(dest.url, MANIFEST_NAME), num_videos=len(items),
                          num_shards=len(specs), built_shards=len(todo), skipped_shards=len(specs) - len(todo),
                          num_samples=sum(r.num_samples for r in ordered),
                          num_bytes=sum(r.num_bytes for r in ordered),
                          media_seconds=sum(r.seconds for r in ordered),
                          failures=[f for r in ordered for f in r.failures])
     _write_outputs(out, ordered, items, build_info, report)
+    dest.publish()
     os.remove(partial)
     report.wall_seconds = time.monotonic() - started
     return report

@@ -26,8 +26,8 @@ def _fail(message: str, code: int = 2) -> None:
 @main.command("build")
 @click.option("--src", required=True, help="Videos: a folder (class folders = labels), a Kinetics or "
               "path,label[,start,end] CSV, a list file, or a quoted glob.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the shards, "
-              "their .idx files, manifest.json and failures.jsonl.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder (or s3://bucket/prefix/) "
+              "for the shards, their .idx files, manifest.json and failures.jsonl.")
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Folder that relative paths in a CSV/list (and Kinetics ids) resolve against "
                    "[default: the CSV's folder].")
@@ -47,8 +47,16 @@ def _fail(message: str, code: int = 2) -> None:
               "(labels + train/test split in every clip's json; see avshards.datasets).")
 @click.option("--split", default=1, show_default=True,
               help="With --dataset: the split (UCF101/HMDB51 1-3) or test fold (ESC-50/DCASE2014 1-5).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: a process pool on this machine; ray: one Ray task per shard (pip install "
+                   "'crisscross-av[ray]').")
+@click.option("--ray-address", default=None, help="With --engine ray: the cluster (auto, HOST:6379 or "
+              "ray://HOST:10001) [default: start a local Ray instance].")
+@click.option("--staging", type=click.Path(file_okay=False), default=None,
+              help="With --out s3://...: local folder where shards are written before upload "
+                   "[default: one under the system's temporary folder, named after the URL].")
 def build_command(src, out, root, short_side, quality, clip_seconds, videos_per_shard, workers, timeout,
-                  overwrite, quiet, dataset, split) -> None:
+                  overwrite, quiet, dataset, split, engine, ray_address, staging) -> None:
     """Transcode videos into shards: 16 fps JPEG frames + 16 kHz mono audio per clip.
 
     A killed build, run again, skips the finished shards; failing videos are listed in
@@ -64,7 +72,8 @@ def build_command(src, out, root, short_side, quality, clip_seconds, videos_per_
             src = dataset_items(dataset, src, split)
         report = build(src, out, root=root, short_side=short_side, quality=quality, clip_seconds=clip_seconds,
                        videos_per_shard=videos_per_shard, workers=workers, timeout=timeout,
-                       overwrite=overwrite, progress=not quiet)
+                       overwrite=overwrite, progress=not quiet, engine=engine, ray_address=ray_address,
+                       staging=staging)
     except (BuildError, SourceError, MissingFFmpeg, DatasetError) as err:
         _fail(str(err))
     except KeyboardInterrupt:

@@ -15,6 +15,7 @@ on a lost node without harm.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from avshards.writer import ShardResult, ShardSpec, build_shard
 INSTALL_HINT = "--engine ray needs Ray; install it with pip install 'crisscross-av[ray]'."
 TASK_RETRIES = 3        # re-runs of a shard whose worker or node died (not of a shard that raised)
 LOOPBACK = "127.0.0.1"
+CONNECT_TIMEOUT = 10.0   # seconds to reach --ray-address before giving up
 
 Task = Callable[..., ShardResult]
 
@@ -38,16 +40,18 @@ def import_ray():
 
 
 def start_local(num_cpus: int | None = None) -> None:
-    """Start a private Ray instance on this machine, reachable on 127.0.0.1 only (no dashboard).
-
-    Ray replaces 127.0.0.1 by the machine's network address unless multi-node support is off for
-    this process (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``); that flag is read when Ray is first
-    imported, hence set before the import.
-    """
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    """Start a private Ray instance on this machine, reachable on 127.0.0.1 only (no dashboard)."""
     ray = import_ray()
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
-             configure_logging=False, log_to_driver=False)
+    from ray._private import ray_constants
+
+    # Ray swaps 127.0.0.1 for the machine's network address unless its multi-node support is off
+    # (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, read once at import): turn it off while starting.
+    saved, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK,
+                 configure_logging=False, log_to_driver=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def connect(address: str | None, num_cpus: int | None) -> bool:
@@ -62,11 +66,19 @@ def connect(address: str | None, num_cpus: int | None) -> bool:
         start_local(num_cpus)
         return True
     try:
+        _check_reachable(address)
         ray.init(address=address, configure_logging=False, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as err:
+    except (ConnectionError, RuntimeError, ValueError, OSError) as err:
         raise BuildError(f"cannot connect to the Ray cluster at {address} ({err}); check `ray status` on "
                          "its head node, or leave out --ray-address to use this machine only.") from None
     return True
+
+
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail fast on a HOST:PORT nobody listens on: ray.init itself keeps retrying for many minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if sep and port.isdigit():
+        socket.create_connection((host, int(port)), timeout=timeout).close()
 
 
 def _drain(ticks, bar) -> None:
