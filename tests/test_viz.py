@@ -192,7 +192,8 @@ def test_user_errors_are_one_clear_line(shards, tmp_path):
     cases = [(["saliency", str(tmp_path / "nope"), "--ckpt", "random"], "does not exist"),
              (["embeddings", shards, "--ckpt", str(tmp_path / "missing.pt")], "checkpoint"),
              (["curves", str(tmp_path)], "log.csv"),
-             (["saliency", shards, "--ckpt", "random", "--key", "nokey"], "no sample with key 'nokey'")]
+             (["saliency", shards, "--ckpt", "random", "--key", "nokey"], "no sample with key 'nokey'"),
+             (["neighbours", shards, "--ckpt", "random", "--query-split", "val", *TINY], "no samples of split 'val'")]
     for args, words in cases:
         result = runner.invoke(crisscross_cli, ["viz", *args, "--out", str(tmp_path / "o")]
                                if args[0] != "curves" else ["viz", *args])

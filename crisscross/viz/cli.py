@@ -31,7 +31,8 @@ def parse_checkpoint(value: str) -> tuple[str, str | None]:
     """``LABEL=PATH``, ``PATH`` or ``random`` -> (label, path or None for random initialisation)."""
     from crisscross.eval.protocols import method_label
 
-    label, _, path = value.rpartition("=") if "=" in value else ("", "", value)
+    # A path may itself contain "=": only split off a label when the whole value is not a path.
+    label, _, path = ("", "", value) if os.path.exists(value) else value.rpartition("=")
     ckpt = None if path == "random" else path
     if ckpt is not None and not os.path.exists(ckpt):
         raise VizError(f"checkpoint {ckpt} does not exist; pass a checkpoint file, a run folder, "
@@ -63,11 +64,14 @@ def user_errors(f: Callable) -> Callable:
     """Errors a user can cause become one clear line, never a traceback."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        from avshards.format import SchemaError
+        from avshards.reader import TruncatedShardError
+        from avshards.remote import ShardAccessError
         from crisscross.eval.features import EvalError
 
         try:
             return f(*args, **kwargs)
-        except (VizError, EvalError, FileNotFoundError) as e:
+        except (VizError, EvalError, FileNotFoundError, ShardAccessError, TruncatedShardError, SchemaError) as e:
             raise click.ClickException(str(e)) from None
     return wrapper
 
@@ -107,7 +111,7 @@ def feature_options(f: Callable) -> Callable:
     options = [
         click.option("--batch-size", type=int, default=32, show_default=True, help="Clips per forward pass."),
         click.option("--cache", default=None, type=click.Path(file_okay=False),
-                     help="Feature cache folder (default: OUT/cache), shared with `crisscross eval`'s format."),
+                     help="Feature cache folder (default: OUT/cache; same files as `crisscross eval --cache`)."),
         click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
     ]
     for option in reversed(options):
@@ -119,13 +123,19 @@ def features_of(ckpt: str | None, url: str, split: str | None, modalities: Seque
                 crop_size: int | None, device: str, seed: int, batch_size: int, cache: str | None, quiet: bool):
     """The evaluation's features (uniform clips, no augmentation) of one checkpoint and split, for
     each modality, from one pass over the shards: ``{modality: ClipFeatures}``."""
-    from crisscross.eval.features import cached_extract, load_backbones
+    from crisscross.eval.features import EvalError, cached_extract, load_backbones
     from crisscross.viz.embeddings import modality_spec
 
     backbones = load_backbones(ckpt, device, seed)
     specs = [modality_spec(m, crop_size) for m in modalities]
-    return cached_extract(cache, ckpt, url, split, backbones, specs, clips, False, seed=seed,
-                          batch_size=batch_size, device=device, progress=not quiet)
+    try:
+        return cached_extract(cache, ckpt, url, split, backbones, specs, clips, False, seed=seed,
+                              batch_size=batch_size, device=device, progress=not quiet)
+    except EvalError as e:
+        if not str(e).startswith("no samples"):       # the eval's wording names eval's options
+            raise
+        raise VizError(f"no samples{f' of split {split!r}' if split else ''} in {url}; check the path, or "
+                       "pass the split your shards use (`avshards inspect` shows it)") from None
 
 
 # --- the group ------------------------------------------------------------------------------------
