@@ -53,7 +53,7 @@ def update_index(out: str | os.PathLike, section: str, title: str, body: str) ->
 
 
 def _image(name: str, caption: str) -> str:
-    return f"![{caption}]({name})\n\n{caption}\n"
+    return f"![{name}]({name})\n\n{caption}\n"
 
 
 def _slug(text: str) -> str:

@@ -82,7 +82,7 @@ def tile(clip) -> np.ndarray:
         from crisscross.data.augment import eval_audio
 
         audio = clip.audio()
-        wave = np.zeros(max(paper.SAMPLE_RATE, len(audio)), np.float32)   # silence pads a short clip
+        wave = np.zeros(max(paper.AUDIO_AUG.n_fft, len(audio)), np.float32)   # the STFT needs a window
         wave[:len(audio)] = audio
         spec = eval_audio(torch.from_numpy(wave))[0].numpy()
         lo, hi = float(spec.min()), float(spec.max())
@@ -120,7 +120,7 @@ def plot_neighbours(rows: Sequence[NeighbourRow], tiles: dict[str, np.ndarray], 
             key, verdict, label, sim = cells[c]
             ax.imshow(framed(tiles[key], verdict))
             caption = label or key
-            ax.set_title(caption[:18] if sim is None else f"{caption[:12]} {sim:.2f}", fontsize=6)
+            ax.set_title(caption[:18] if sim is None else f"{caption[:10]} {sim:.3f}", fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.45 / (1.3 * len(rows) + 0.4),
