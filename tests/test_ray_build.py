@@ -17,7 +17,19 @@ OPTIONS = dict(short_side=64, clip_seconds=2.0, videos_per_shard=2)
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def s3():
+    """An S3 server on loopback whose keys are in the environment Ray's workers inherit."""
+    from servers import S3Server
+
+    with S3Server() as server, pytest.MonkeyPatch.context() as env:
+        for k, v in server.env().items():
+            env.setenv(k, v)
+        server.client().create_bucket(Bucket="shards")
+        yield server
+
+
+@pytest.fixture(scope="module")
+def ray_local(s3):
     """One private Ray instance for the module (starting one costs ~10 s)."""
     from avshards import ray_engine
 
@@ -86,6 +98,15 @@ def test_ray_resume_skips_finished_shards(ray_local, sources, local_build, tmp_p
     assert "built 1 shard(s), skipped 2 (already done), failed 1 of 5" in result.output
     assert {n: os.stat(tmp_path / n).st_mtime_ns for n in done} == done
     assert read_all(tmp_path) == read_all(local_build.out)   # the skipped shard's failure is kept too
+
+
+def test_ray_build_to_s3_uploads_from_the_workers(ray_local, s3, sources, local_build, tmp_path):
+    report = avshards.build(sources, "s3://shards/ray/", engine="ray", staging=tmp_path, progress=False, **OPTIONS)
+    assert (report.out, report.built_shards) == ("s3://shards/ray/", 3)
+    client = s3.client()
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="shards", Prefix="ray/")["Contents"])
+    uploaded = {k[4:]: client.get_object(Bucket="shards", Key=k)["Body"].read() for k in keys}
+    assert uploaded == read_all(local_build.out)
 
 
 def test_engine_ray_without_ray_says_how_to_install(monkeypatch, sources, tmp_path):
