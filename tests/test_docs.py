@@ -5,7 +5,9 @@ Each ``avshards ...`` / ``crisscross ...`` line in a fenced shell block of READM
 a trailing backslash) is split with shlex and walked through the real click command tree: the
 subcommand path must exist, every ``--option`` must belong to that command, Choice and number values
 must be accepted, and the positional arguments must fit. ``make TARGET`` lines must name a Makefile
-target. Relative links between the docs must point at files that exist. Import-only: nothing runs.
+target. Relative links between the docs must point at files that exist. These checks only import
+the CLIs; the snippets datasets.md asks users to run (AudioSet CSV conversion, DCASE sorting) are
+run on real media, and the converted AudioSet CSV is built.
 """
 
 from __future__ import annotations
