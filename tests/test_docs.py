@@ -115,8 +115,13 @@ def _check_value(param: click.Parameter, value: str) -> str | None:
     return None
 
 
-def check_invocation(prog: str, args: list[str], programs: dict[str, click.Command]) -> list[str]:
-    """Problems with ``prog args`` against the real command tree (empty when it would parse)."""
+def check_invocation(prog: str, args: list[str], programs: dict[str, click.Command],
+                     arity: bool = True) -> list[str]:
+    """Problems with ``prog args`` against the real command tree (empty when it would parse).
+
+    ``arity=False`` checks only the command path, the options and their values (for help texts,
+    whose command lists name a command without its arguments).
+    """
     command, path, positional, seen = programs[prog], [prog], [], set()
     i = 0
     while i < len(args):
@@ -145,7 +150,7 @@ def check_invocation(prog: str, args: list[str], programs: dict[str, click.Comma
             path.append(tok)
         else:
             positional.append(tok)
-    return _check_arity(command, path, positional, seen)
+    return _check_arity(command, path, positional, seen) if arity else []
 
 
 def _check_arity(command: click.Command, path: list[str], positional: list[str], seen: set) -> list[str]:
@@ -275,6 +280,40 @@ def test_demo_scale_up_commands_exist(programs):
     assert script, "crisscross.demo.SCALE_UP is gone: point this test at the demo's scale-up commands"
     problems = command_problems(script_lines(script), "crisscross/demo.py SCALE_UP", programs)
     assert not problems, "scale-up commands that do not parse:\n" + "\n".join(problems)
+
+
+def _commands(command: click.Command, path: list[str]) -> Iterator[tuple[list[str], click.Command]]:
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, [*path, name])
+
+
+def help_examples(text: str) -> Iterator[str]:
+    """Command lines in a --help text: continuations joined, the description after 2+ spaces cut."""
+    pending = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.endswith("\\"):
+            pending += line[:-1].strip() + " "
+            continue
+        line, pending = re.split(r"\s{2,}", pending + line)[0], ""
+        if re.match(r"(avshards|crisscross|torchrun|python)\b", line):
+            yield line
+
+
+def test_help_examples_exist(programs):
+    """The examples in every command's --help name existing commands and options."""
+    problems, seen = [], 0
+    for prog, root in programs.items():
+        for path, command in _commands(root, [prog]):
+            for line in help_examples("\n".join(filter(None, [command.help, command.epilog]))):
+                for words in split_shell(line):
+                    if invocation(words):
+                        seen += 1
+                        problems += [f"{' '.join(path)} --help: `{line}`: {p}"
+                                     for p in check_invocation(*invocation(words), programs, arity=False)]
+    assert seen >= 5
+    assert not problems, "help examples that do not parse:\n" + "\n".join(problems)
 
 
 def test_docs_are_found():
