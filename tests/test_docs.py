@@ -12,6 +12,7 @@ run on real media, and the converted AudioSet CSV is built.
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
 from collections.abc import Iterator
@@ -349,6 +350,47 @@ def test_checker_catches_rot(programs, tmp_path):
     assert _module_problem(["python", "-m", "crisscross.nope", "train"]) == "there is no module crisscross.nope"
     assert invocation(["torchrun", "--nproc-per-node", "4", "-m", "crisscross.cli", "train", "x"]) == \
         ("crisscross", ["train", "x"])
+
+
+# --- every user error message is in docs/troubleshooting.md ---------------------------------------
+# Exceptions (and helpers) whose message reaches the user as one `Error: ...` line.
+USER_ERRORS = {"SourceError", "DatasetError", "BuildError", "TranscodeError", "MissingFFmpeg", "ShardAccessError",
+               "NotFound", "TruncatedShardError", "TransientError", "SchemaError", "EvalError", "VizError",
+               "TrainingDiverged", "ClickException", "UsageError", "_fail"}
+
+
+def _literal_text(node: ast.expr) -> list[str]:
+    """The constant pieces of a message expression (f-string fields and variables split them)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        return ["".join(v.value if isinstance(v, ast.Constant) else "\0" for v in node.values)]
+    if isinstance(node, ast.BinOp):
+        return _literal_text(node.left) + _literal_text(node.right)
+    return []
+
+
+def user_messages() -> Iterator[tuple[str, str]]:
+    """(file:line, the longest constant piece) of every user error raised in avshards and crisscross."""
+    for path in sorted([*(REPO / "avshards").rglob("*.py"), *(REPO / "crisscross").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = getattr(node, "func", None)
+            name = getattr(name, "attr", None) or getattr(name, "id", None)
+            if not isinstance(node, ast.Call) or name not in USER_ERRORS or not node.args:
+                continue
+            pieces = [p.strip() for t in _literal_text(node.args[0]) for p in t.split("\0")]
+            pieces = [p.replace("`", "") for p in pieces if len(p) >= 12]
+            if pieces:
+                yield f"{path.relative_to(REPO)}:{node.lineno}", max(pieces, key=len)
+
+
+def test_troubleshooting_lists_every_error_message():
+    """A new or reworded user error must be added to docs/troubleshooting.md with its fix."""
+    doc = re.sub(r"[`\\]", "", (REPO / "docs" / "troubleshooting.md").read_text(encoding="utf-8"))
+    messages = list(user_messages())
+    missing = [f"{where}: {text!r}" for where, text in messages if text not in doc]
+    assert len(messages) > 50
+    assert not missing, "add these messages (cause + fix) to docs/troubleshooting.md:\n" + "\n".join(missing)
 
 
 # --- snippets that docs/datasets.md tells users to run ---------------------------------------------
