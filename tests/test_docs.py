@@ -214,8 +214,8 @@ def script_lines(text: str) -> Iterator[tuple[int, str]]:
     return fenced_shell_lines("```bash\n" + text + "\n```", first_line=0)
 
 
-def command_problems(lines: Iterator[tuple[int, str]], where: str,
-                     programs: dict[str, click.Command]) -> list[str]:
+def command_problems(lines: Iterator[tuple[int, str]], where: str, programs: dict[str, click.Command],
+                     arity: bool = True) -> list[str]:
     """Every wrong command among ``lines``, as 'WHERE:LINE: `command`: problem'."""
     problems = []
     for n, line in lines:
@@ -224,7 +224,7 @@ def command_problems(lines: Iterator[tuple[int, str]], where: str,
             if words[0] == "make" and len(words) > 1 and not words[1].startswith("-"):
                 found = [None if words[1] in make_targets() else f"the Makefile has no target {words[1]!r}"]
             elif invocation(words):
-                found += check_invocation(*invocation(words), programs)
+                found += check_invocation(*invocation(words), programs, arity)
             problems += [f"{where}:{n}: `{line.strip()}`: {p}" for p in found if p]
     return problems
 
@@ -297,13 +297,9 @@ def test_doc_links_resolve(doc):
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
 def test_inline_commands_exist(doc, programs):
     """`avshards ...` / `crisscross ...` in inline code name existing commands and options."""
-    problems = []
-    for n, line in prose(doc.read_text(encoding="utf-8")):
-        for code in re.findall(r"`([^`]+)`", line):
-            for words in split_shell(code):
-                found = invocation(words)
-                problems += [f"{_shown(doc)}:{n}: `{code}`: {p}"
-                             for p in (check_invocation(*found, programs, arity=False) if found else [])]
+    spans = ((n, code) for n, line in prose(doc.read_text(encoding="utf-8"))
+             for code in re.findall(r"`([^`]+)`", line))
+    problems = command_problems(spans, _shown(doc), programs, arity=False)
     assert not problems, "inline commands that do not parse:\n" + "\n".join(problems)
 
 
