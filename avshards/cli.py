@@ -147,3 +147,7 @@ main.add_command(index_command)
 from avshards.stream_cli import ls_command, upload_command  # noqa: E402
 main.add_command(upload_command)
 main.add_command(ls_command)
+
+
+if __name__ == "__main__":   # python -m avshards.cli (e.g. under torchrun -m)
+    main()

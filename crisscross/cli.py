@@ -26,3 +26,7 @@ from crisscross.train import train_command  # noqa: E402
 main.add_command(train_command)
 from crisscross.export import export_command  # noqa: E402
 main.add_command(export_command)
+
+
+if __name__ == "__main__":   # python -m crisscross.cli (e.g. under torchrun -m)
+    main()
