@@ -16,8 +16,8 @@ survives a shared machine), CPU-ms per clip, peak RSS of the process tree; setti
 interleaved across ``--repeats`` and the best repeat is kept. A long epoch of the torch loader
 samples RSS against clips read (is memory flat?).
 
-    python tools/bench.py --out docs/benchmarks.json --doc        # also docs/benchmarks.md + PNG
-    python tools/bench.py --quick --out /tmp/bench.json           # CI smoke test (tiny)
+    python tools/bench.py --out docs/benchmarks.json     # `make bench`: JSON + docs/benchmarks.md + PNG
+    python tools/bench.py --quick --out /tmp/bench.json  # CI smoke test (tiny; no docs written)
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ def measure(batches: Iterable[dict], trace_every: int = 0) -> dict:
     n, cpu0, t0 = 0, cpu_seconds(), time.perf_counter()
     with PeakRSS() as rss:
         for batch in batches:
+            if batch["v1"].is_cuda:
+                torch.cuda.synchronize()        # count a batch when the GPU has made it
             before, n = n, n + len(batch["v1"])
             if trace_every and n // trace_every > before // trace_every:
                 trace.append((n, round(tree_rss() / 2**20, 1)))
@@ -116,7 +118,8 @@ def loader_batches(kind: str, url: str, clips: int, batch_size: int, workers: in
         return make_baseline_loader(sources, batch_size, workers, epoch_size=clips)
     from crisscross.data.loader import make_train_loader
 
-    backend, device = {"torch": ("torch", "cpu"), "dali-cpu": ("dali", "cpu"), "dali-gpu": ("dali", "cuda")}[kind]
+    backend, device = {"torch": ("torch", "cpu"), "torch-gpu": ("torch", "cuda"), "dali-cpu": ("dali", "cpu"),
+                       "dali-gpu": ("dali", "cuda")}[kind]
     return make_train_loader(url, batch_size, num_workers=workers, backend=backend, device=device,
                              seed=0, epoch_size=clips)
 
@@ -353,10 +356,12 @@ def machine() -> dict:
 @click.option("--batch-size", default=16, show_default=True, help="Clips per batch.")
 @click.option("--repeats", default=2, show_default=True, help="Interleaved repeats of every setting; best kept.")
 @click.option("--train-steps", default=3, show_default=True, help="Timed steps of the tiny-cpu training step.")
-@click.option("--doc", is_flag=True, help="Also write the summary + section of docs/benchmarks.md and the PNG.")
+@click.option("--doc/--no-doc", default=None,
+              help="Write the summary + section of docs/benchmarks.md and docs/loader-throughput.png "
+                   "[default: yes, except with --quick].")
 @click.option("--row", default=None, hidden=True, help="Internal: measure one loader setting (JSON) and print JSON.")
 def main(out: str, media: str, quick: bool, workers: str, clips: int, baseline_clips: int, long_clips: int,
-         batch_size: int, repeats: int, train_steps: int, doc: bool, row: str | None) -> None:
+         batch_size: int, repeats: int, train_steps: int, doc: bool | None, row: str | None) -> None:
     """Benchmark the shard pipeline against on-the-fly PyAV decoding, side by side."""
     # The loaders' main process only collects batches: one intra-op thread (torch's pool spins on
     # shared cores); the workers run single-threaded anyway.
@@ -370,7 +375,8 @@ def main(out: str, media: str, quick: bool, workers: str, clips: int, baseline_c
         workers, clips, baseline_clips, long_clips, batch_size, repeats, train_steps = "1", 8, 8, 16, 4, 1, 1
     counts = [int(w) for w in workers.split(",")]
     kinds = [k for k in KINDS if k != "dali-cpu" or has_dali()]
-    kinds += ["dali-gpu"] if torch.cuda.is_available() and has_dali() else []
+    if torch.cuda.is_available():       # untested here (no GPU on the machine this was written on)
+        kinds += ["torch-gpu"] + (["dali-gpu"] if has_dali() else [])
     log = lambda s: click.echo(s, err=True)  # noqa: E731
     files = source_files(Path(media), QUICK_FILES if quick else FULL_FILES)
     result = {"machine": machine(), "command": " ".join(["python", "tools/bench.py", *sys.argv[1:]]),
@@ -393,11 +399,18 @@ def main(out: str, media: str, quick: bool, workers: str, clips: int, baseline_c
         result["build"] = build_rows(files, Path(url), repeats)
     log("training step")
     result["train_step"] = train_step_row(train_steps, warmup=not quick)
-    result["gpu"] = "measured" if torch.cuda.is_available() else "not measured here: no CUDA GPU on this machine"
+    result["gpu"] = "not measured here: no CUDA GPU on this machine"
+    if torch.cuda.is_available():
+        import bench_gpu
+
+        log("training step, full model, bf16 autocast")
+        result["train_step_gpu"] = bench_gpu.train_run(batch_size=64, steps=10)
+        result["gpu"] = (f"{torch.cuda.get_device_name()}: the torch-gpu / dali-gpu rows above; full model, "
+                         f"bf16 autocast, batch 64: {result['train_step_gpu']['clips_per_s']} clips/s")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=1) + "\n")
     click.echo(summary_table(result))
-    if doc:
+    if doc if doc is not None else not quick:
         plot(result, REPO / "docs" / "loader-throughput.png")
         write_docs(result, REPO / "docs" / "benchmarks.md")
 
