@@ -135,7 +135,7 @@ def train_step(model, optimizer, scaler, micro_batches: list[dict], terms: tuple
 
 # --- the loop -----------------------------------------------------------------------------------
 def make_loader(config: TrainConfig, micro_batch: int, device: torch.device, rank: int, world: int):
-    """The training loader for this rank (its own file so tools can build the same one)."""
+    """The training loader of this rank, from the config's data options."""
     from crisscross.data.loader import make_train_loader
 
     return make_train_loader(config.shards, batch_size=micro_batch, num_workers=config.workers,
@@ -160,6 +160,25 @@ def epochs_of(loader, start_epoch: int, counts: dict[str, int]):
 def skipped_no_audio(loader) -> int:
     """Clips the loader skipped in its current (or just finished) epoch because they have no audio."""
     return int(loader.stats.get("skipped_no_audio", 0))
+
+
+def restore(path: Path, model, optimizer, scaler, loader, rank: int, device: torch.device) -> tuple[int, int, int]:
+    """Load everything a checkpoint holds into the run's objects; (step, epoch, skipped clips)."""
+    state = load_checkpoint(path, map_location=device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    loader.load_state_dict(state["loaders"][rank])
+    set_rng_state(state["rng"])
+    return state["step"], state["epoch"], state.get("skipped_no_audio", 0)
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device, terms: tuple[str, ...]) -> torch.nn.Module:
+    """DistributedDataParallel; uni-modal term sets leave the other modality without gradients."""
+    unused = len({v[0] for v in views_needed(terms)}) < 2
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused)
 
 
 def train(config: TrainConfig, resume: str | None = None, stop_after: int | None = None,
@@ -194,6 +213,8 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
     torch.manual_seed(config.seed)  # same initial weights on every rank
     model = build_crisscross(projector_layers=config.projector_layers).to(device)
     if config.sync_bn and world > 1:
+        if device.type == "cpu":
+            raise ValueError("--sync-bn needs GPUs (torch's SyncBatchNorm runs on CUDA only); drop it on CPU")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer(model, base_lr=config.lr, predictor_lr=config.lr_predictor,
                                 weight_decay=config.weight_decay, betas=tuple(config.betas),
@@ -207,21 +228,8 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
     step, epoch, counts = 0, 0, {"skipped_no_audio": 0}  # counts: of finished epochs
     path = resolve_resume(resume, config.out)
     if path is not None:
-        state = load_checkpoint(path, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        loader.load_state_dict(state["loaders"][rank])
-        set_rng_state(state["rng"])
-        step, epoch = state["step"], state["epoch"]
-        counts["skipped_no_audio"] = state.get("skipped_no_audio", 0)
-    net = model
-    if world > 1:
-        # Uni-modal term sets leave the other modality's parameters without gradients.
-        unused = len({v[0] for v in views_needed(config.terms)}) < 2
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused)
+        step, epoch, counts["skipped_no_audio"] = restore(path, model, optimizer, scaler, loader, rank, device)
+    net = wrap_ddp(model, device, config.terms) if world > 1 else model
 
     def checkpoint() -> Path | None:
         """Collective under DDP (every rank's loader position is kept); rank 0 writes."""
