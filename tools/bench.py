@@ -64,13 +64,18 @@ def cpu_seconds() -> float:
 
 def tree_rss() -> int:
     """Summed RSS in bytes of this process and its children (pages shared after fork count twice)."""
-    me, total = psutil.Process(), 0
+    return tree_memory()[0]
+
+
+def tree_memory() -> tuple[int, int]:
+    """(summed RSS in bytes, number of processes) of this process and its children."""
+    me, total, count = psutil.Process(), 0, 0
     for p in [me, *me.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            total, count = total + p.memory_info().rss, count + 1
         except psutil.Error:
             pass
-    return total
+    return total, count
 
 
 class PeakRSS:
@@ -92,8 +97,9 @@ class PeakRSS:
 
 
 def measure(batches: Iterable[dict], trace_every: int = 0) -> dict:
-    """Consume ``batches``: clips, wall, CPU, peak RSS; with ``trace_every``, RSS every that many clips."""
-    trace: list[tuple[int, float]] = []
+    """Consume ``batches``: clips, wall, CPU, peak RSS; with ``trace_every``, (clips, RSS MB,
+    processes) every that many clips."""
+    trace: list[tuple[int, float, int]] = []
     n, cpu0, t0 = 0, cpu_seconds(), time.perf_counter()
     with PeakRSS() as rss:
         for batch in batches:
@@ -101,7 +107,8 @@ def measure(batches: Iterable[dict], trace_every: int = 0) -> dict:
                 torch.cuda.synchronize()        # count a batch when the GPU has made it
             before, n = n, n + len(batch["v1"])
             if trace_every and n // trace_every > before // trace_every:
-                trace.append((n, round(tree_rss() / 2**20, 1)))
+                rss, procs = tree_memory()
+                trace.append((n, round(rss / 2**20, 1), procs))
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     out = {"clips": n, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "clips_per_s": round(n / wall, 2),
            "clips_per_cpu_s": round(n / cpu, 2), "cpu_ms_per_clip": round(1000 * cpu / n, 1),
@@ -453,9 +460,9 @@ def plot(r: dict, path: Path) -> None:
         ax.set_xticks(r["settings"]["workers"])
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     trace = r["long_epoch"]["rss_trace_mb"]
-    axes[2].plot([c for c, _ in trace], [m for _, m in trace], ".-")
+    axes[2].plot([t[0] for t in trace], [t[1] for t in trace], ".-")
     axes[2].set(xlabel="clips read", ylabel="RSS MB (process tree)", ylim=(0, None),
                 title=f"memory over a {r['long_epoch']['clips']}-clip epoch (torch, {r['long_epoch']['workers']} worker(s))")
     axes[2].grid(alpha=0.3)
@@ -465,10 +472,16 @@ def plot(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def memory_growth(trace: list[tuple[int, float]]) -> float:
-    """RSS change over an epoch: median of the last quarter of samples minus that of the first
-    (medians: robust to the odd prefetch burst and to the workers' exit at the very end)."""
-    mb = [m for _, m in trace]
+def steady_trace(trace: list[list]) -> list[float]:
+    """RSS samples (MB) of the steady state: after the first 10% of the epoch (prefetch queues and
+    allocator pools fill) and while every worker is alive (they exit before the last batches)."""
+    procs, last = max(t[2] for t in trace), trace[-1][0]
+    return [t[1] for t in trace if t[2] == procs and t[0] > 0.1 * last]
+
+
+def memory_growth(trace: list[list]) -> float:
+    """RSS change over the steady state: median of its last quarter minus that of its first."""
+    mb = steady_trace(trace) or [t[1] for t in trace]
     q = max(1, len(mb) // 4)
     return float(np.median(mb[-q:]) - np.median(mb[:q]))
 
@@ -478,7 +491,7 @@ def summary_text(r: dict) -> str:
     rows, b, t = r["loader"], r["build"], r["train_step"]
     best = {k: max((x for x in rows if x["kind"] == k), key=lambda x: x["per_core_vs_baseline"])
             for k in dict.fromkeys(x["kind"] for x in rows) if not k.startswith("baseline")}
-    growth, trace = memory_growth(r["long_epoch"]["rss_trace_mb"]), [m for _, m in r["long_epoch"]["rss_trace_mb"]]
+    growth, trace = memory_growth(r["long_epoch"]["rss_trace_mb"]), steady_trace(r["long_epoch"]["rss_trace_mb"])
     return "\n".join([
         SUMMARY_START, "",
         f"Machine: {machine_line(r)}. Command: `{r['command']}` (`make bench`); raw numbers in "
@@ -488,8 +501,9 @@ def summary_text(r: dict) -> str:
           f"({x['clips_per_cpu_s']} vs {x['clips_per_cpu_s'] / x['per_core_vs_baseline']:.1f} clips per CPU-s, "
           f"{x['workers']} worker(s); {x.get('per_core_vs_baseline_128p', '-')}x baseline-128p) "
           f"| {'yes' if x['per_core_vs_baseline'] >= 10 else 'no'} |" for k, x in best.items()],
-        f"| loader memory flat over a long epoch | {r['long_epoch']['clips']} clips: RSS {min(trace):.0f}-{max(trace):.0f} MB, "
-        f"median of the last quarter - median of the first = {growth:+.0f} MB | {'yes' if abs(growth) < 0.05 * max(trace) else 'no'} |",
+        f"| loader memory flat over a long epoch | {r['long_epoch']['clips']} clips: steady-state RSS {min(trace):.0f}-{max(trace):.0f} MB, "
+        f"median of its last quarter - median of its first = {growth:+.0f} MB | "
+        f"{'yes' if abs(growth) < 0.05 * np.median(trace) else 'no'} |",
         f"| build within 1.5x of ffmpeg decode-only | {b['build_vs_decode_wall']}x wall, {b['build_vs_decode_cpu']}x CPU "
         f"| {'yes' if b['build_vs_decode_cpu'] <= 1.5 else 'no'} |",
         f"| training step, tiny-cpu preset (batch {t['batch_size']}, fp32, CPU) | {t['s_per_step']} s/step, "
@@ -532,8 +546,10 @@ survives the shared machine); the ratio column compares it with the baseline at 
 count. Peak RSS sums the process tree (pages shared by forked workers count more than once).
 
 Memory over a long epoch: {long_clips} clips of the torch loader with {long_workers} worker(s), RSS of the
-process tree sampled every ~{trace_step} clips: {rss_min:.0f} to {rss_max:.0f} MB, last sample {rss_last:.0f} MB
-(right panel of the figure).
+process tree sampled every ~{trace_step} clips (right panel of the figure). In the steady state (after
+the first 10% of the epoch, while prefetch queues and allocator pools fill, and before the workers
+exit near the end): {rss_min:.0f} to {rss_max:.0f} MB, and the median of its last quarter differs from
+that of its first by {rss_growth:+.0f} MB.
 
 Build (1 worker) against `ffmpeg -threads 1 -i X -f null -` on the same files: {build_wall}x in
 wall time, {build_cpu}x in CPU time. Size: {shard_kb} kB per clip-second in the shards against
@@ -578,12 +594,12 @@ NOTES = ""
 
 def section_values(r: dict) -> dict:
     s, b, t, long = r["settings"], r["build"], r["train_step"], r["long_epoch"]
-    trace = [m for _, m in long["rss_trace_mb"]]
+    trace = steady_trace(long["rss_trace_mb"]) or [t[1] for t in long["rss_trace_mb"]]
     return {"machine": machine_line(r), "command": r["command"], "files": ", ".join(s["files"]),
             "media_s": b["media_s"], "source_clips": s["source_clips"], "batch_size": s["batch_size"],
             "clips": s["clips"], "baseline_clips": s["baseline_clips"], "repeats": s["repeats"],
             "long_clips": long["clips"], "long_workers": long["workers"], "trace_step": s["trace_every"],
-            "rss_min": min(trace), "rss_max": max(trace), "rss_last": trace[-1],
+            "rss_min": min(trace), "rss_max": max(trace), "rss_growth": memory_growth(long["rss_trace_mb"]),
             "build_wall": b["build_vs_decode_wall"], "build_cpu": b["build_vs_decode_cpu"],
             "shard_kb": b["shard_kb_per_s"], "source_kb": b["source_kb_per_s"],
             "s_per_step": t["s_per_step"], "cpu_s_per_step": t["cpu_s_per_step"], "train_batch": t["batch_size"],
