@@ -114,17 +114,19 @@ def run_demo(out: Path, media: Path, steps: int) -> Path:
     s.run(avshards, "avshards", "build", "--src", str(sound_csv), "--out", str(sounds))
     s.run(crisscross, "crisscross", "eval", "linear", str(run / "checkpoint.pt"), str(sounds),
           "--modality", "audio", "--with-baseline", "--name", "game-sounds", "--device", "cpu",
+          "--label", f"CrissCross, tiny-cpu {steps} steps",
           "--train-clips", "4", "--test-clips", "2", "--out", str(evals))
     return write_report(out, run, evals, s.commands, time.time() - started)
 
 
 def write_report(out: Path, run: Path, evals: Path, commands: list[str], seconds: float) -> Path:
     """report.md + metrics.json in ``out``, from what the steps wrote."""
-    metrics = json.loads((evals / "game-sounds.json").read_text())
-    table = (evals / "game-sounds.md").read_text()
+    metrics = json.loads((evals / "linear-audio-game-sounds.json").read_text())
+    table = (evals / "linear-audio-game-sounds.md").read_text().replace("# ", "### ", 1)
     curve = next(iter(sorted(run.glob("*.png"))), None)
     if curve is not None:
         shutil.copy(curve, out / "loss-curve.png")
+    shutil.copy(next(evals.glob("*-confusion.png")), out / "confusion.png")
     summary = {"seconds": round(seconds, 1), "pretrained_accuracy": metrics.get("accuracy"),
                "random_init_accuracy": metrics.get("baseline", {}).get("accuracy"),
                "eval": metrics, "commands": commands}
@@ -136,6 +138,7 @@ def write_report(out: Path, run: Path, evals: Path, commands: list[str], seconds
           "## Shards", "", "![preview](preview.png)", "",
           "## Pretraining (tiny CPU preset)", "", "![loss curve](loss-curve.png)" if curve else "(no curve)", "",
           "## Linear SVM on real labeled game sounds (audio backbone, frozen)", "", table, "",
+          "![confusion matrix](confusion.png)", "",
           "A few CPU minutes of pretraining on a handful of videos is a smoke test of the whole "
           "pipeline, not a result: the paper's numbers need Kinetics-scale data (see below).", "",
           "## Commands that made this report", "", "```bash", *commands, "```", "",
@@ -150,7 +153,7 @@ def write_report(out: Path, run: Path, evals: Path, commands: list[str], seconds
               help="Report folder (shards, run, evaluation and report.md go here).")
 @click.option("--media", default=DEFAULT_MEDIA, show_default="$AVSHARDS_MEDIA or ~/.cache/avshards-media", type=click.Path(file_okay=False, path_type=Path),
               help="Where the public sample media are cached (fetched when missing).")
-@click.option("--steps", default=30, show_default=True, type=click.IntRange(1),
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(1),
               help="Pretraining steps of the tiny CPU preset.")
 def demo_command(out: Path, media: Path, steps: int) -> None:
     """Run the whole toolkit on the public sample media, on CPU, in a few minutes.
