@@ -107,8 +107,8 @@ def measure(batches: Iterable[dict], trace_every: int = 0) -> dict:
                 torch.cuda.synchronize()        # count a batch when the GPU has made it
             before, n = n, n + len(batch["v1"])
             if trace_every and n // trace_every > before // trace_every:
-                rss, procs = tree_memory()
-                trace.append((n, round(rss / 2**20, 1), procs))
+                now, procs = tree_memory()
+                trace.append((n, round(now / 2**20, 1), procs))
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     out = {"clips": n, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "clips_per_s": round(n / wall, 2),
            "clips_per_cpu_s": round(n / cpu, 2), "cpu_ms_per_clip": round(1000 * cpu / n, 1),
