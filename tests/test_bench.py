@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -35,7 +34,6 @@ def test_baseline_decodes_two_views_from_the_source(media):
     assert item["a1"].shape == item["a2"].shape == (1, 80, 201)
 
 
-@pytest.mark.slow    # ~40 s on 2 shared cores: it builds shards, runs 3 loaders and a training step
 def test_bench_quick_writes_positive_numbers(media, tmp_path):
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, str(REPO / "tools/bench.py"), "--quick", "--media", str(media), "--out", str(out)],
