@@ -593,7 +593,13 @@ and decodes from there. The baseline-128p row shows how much of the gap a downsc
 sources closes; what remains is decoding from the keyframe before each window, every step.
 """
 
-NOTES = ""
+NOTES = """
+dali-cpu runs DALI's CPU operators: the CI stand-in for the GPU path (nvJPEG + GPU augmentation),
+not a production setting; on a CPU its graph costs about twice the torch backend's per clip (see
+"DALI backend" below). The build ratio is noisy on a shared machine (see "Build throughput" below
+for repeated runs and the per-file transcode cost); its extra over decode-only is the 720p -> 128
+scale, JPEG encoding and audio resampling that every clip then no longer pays at training time.
+"""
 
 
 def section_values(r: dict) -> dict:
