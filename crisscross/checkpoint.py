@@ -115,3 +115,15 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     model = build_crisscross(projector_layers=layers)
     model.load_state_dict(state["model"])
     return model.to(map_location).eval()
+
+
+def load_model_or_random(checkpoint: str | os.PathLike | None, seed: int = 0):
+    """:func:`load_model`, or for None / "random" a seeded random initialisation (the same network
+    every time: the baseline that evaluation and visualisation set beside a checkpoint)."""
+    if checkpoint is not None and str(checkpoint) != "random":
+        return load_model(checkpoint)
+    from crisscross.models import build_crisscross
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_crisscross().eval()

@@ -148,19 +148,12 @@ def load_backbones(checkpoint: str | None, device: str | torch.device = "cpu", s
                    ) -> dict[str, nn.Module]:
     """The frozen video and audio backbones of ``checkpoint``; "random" or None gives the
     random-initialisation baseline (seeded, so it is the same network every time)."""
-    from crisscross.models import build_crisscross
+    from crisscross.checkpoint import load_model_or_random
 
-    if checkpoint in (None, "random"):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build_crisscross()
-    else:
-        from crisscross.checkpoint import load_model
-
-        try:
-            model = load_model(checkpoint)
-        except (FileNotFoundError, ValueError) as e:
-            raise EvalError(str(e)) from None
+    try:
+        model = load_model_or_random(checkpoint, seed)
+    except (FileNotFoundError, ValueError) as e:
+        raise EvalError(str(e)) from None
     out = {"video": model.video_backbone, "audio": model.audio_backbone}
     for m in out.values():
         m.eval().requires_grad_(False).to(device)

@@ -51,19 +51,12 @@ def load_crisscross(checkpoint: str | None, device: str | torch.device = "cpu", 
     """The whole model (backbones, projectors, predictors: the cross-modal score needs them) of a
     checkpoint, or a seeded random initialisation for None / "random" (the same network
     :func:`crisscross.eval.features.load_backbones` builds)."""
-    from crisscross.models import build_crisscross
+    from crisscross.checkpoint import load_model_or_random
 
-    if checkpoint in (None, "random"):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build_crisscross()
-    else:
-        from crisscross.checkpoint import load_model
-
-        try:
-            model = load_model(checkpoint)
-        except (FileNotFoundError, ValueError) as e:
-            raise VizError(str(e)) from None
+    try:
+        model = load_model_or_random(checkpoint, seed)
+    except (FileNotFoundError, ValueError) as e:
+        raise VizError(str(e)) from None
     return model.eval().requires_grad_(False).to(device)
 
 
