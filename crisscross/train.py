@@ -87,6 +87,53 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
+class CpuSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """Batch norm over the global batch of all ranks, for CPU processes (gloo): torch's
+    SyncBatchNorm has CUDA kernels only (and DDP refuses it on CPU). The per-channel sum, sum of
+    squares and count are all-reduced with autograd, so outputs, gradients and running statistics
+    equal batch norm on the concatenated batch. Same parameters and buffers as BatchNorm."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected an input of 2 or more dimensions, got {x.dim()}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c, dims = x.size(1), [0, *range(2, x.dim())]
+        count = torch.full((1,), x.numel() // c, dtype=x.dtype)
+        stats = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = stats[c:2 * c] / n - mean * mean          # biased, as batch norm normalises with
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean, m)
+                self.running_var.lerp_(var * n / (n - 1), m)   # unbiased, as batch norm keeps
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def convert_sync_bn(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Every BatchNorm of ``module`` synchronised across ranks: torch's SyncBatchNorm on GPUs,
+    :class:`CpuSyncBatchNorm` on CPU (state dicts unchanged, so checkpoints interchange)."""
+    if device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        synced = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                  module.track_running_stats)
+        synced.load_state_dict(module.state_dict())
+        return synced
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_bn(child, device))
+    return module
+
+
 # --- one step -----------------------------------------------------------------------------------
 def views_needed(terms: tuple[str, ...]) -> set[str]:
     """The views some enabled pair term compares; the others are not computed (uni-modal ablations)."""
@@ -169,9 +216,27 @@ def restore(path: Path, model, optimizer, scaler, loader, rank: int, device: tor
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    loader.load_state_dict(state["loaders"][rank])
+    resume_loader(loader, state["loaders"], rank)
     set_rng_state(state["rng"])
-    return state["step"], state["epoch"], state.get("skipped_no_audio", 0)
+    return state["step"], loader.epoch, state.get("skipped_no_audio", 0)
+
+
+def resume_loader(loader, saved: list[dict], rank: int) -> None:
+    """Put the loader where the checkpoint's ranks were (the rule of docs/multinode.md).
+
+    Same world size and workers: each rank continues right after its last batch. Otherwise the
+    data restarts at the first epoch the checkpoint had not started: its epoch if no batch of it
+    was consumed, else the next one (epoch e holds the same clips whatever the world size)."""
+    mine, theirs = loader.state_dict()["stream"], [s["stream"] for s in saved]
+    if len(theirs) == mine["world_size"] and theirs[0]["num_workers"] == mine["num_workers"]:
+        loader.load_state_dict(saved[rank])
+        return
+    started = any(tuple(p) != (0, 0) for s in theirs for p in s["positions"])
+    loader.set_epoch(theirs[0]["epoch"] + started)
+    if rank == 0:
+        click.echo(f"resuming {len(theirs)} rank(s) x {theirs[0]['num_workers']} worker(s) on "
+                   f"{mine['world_size']} x {mine['num_workers']}: the data restarts at epoch {loader.epoch} "
+                   "(docs/multinode.md)", err=True)
 
 
 def wrap_ddp(model: torch.nn.Module, device: torch.device, terms: tuple[str, ...]) -> torch.nn.Module:
@@ -213,9 +278,7 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
     torch.manual_seed(config.seed)  # same initial weights on every rank
     model = build_crisscross(projector_layers=config.projector_layers).to(device)
     if config.sync_bn and world > 1:
-        if device.type == "cpu":
-            raise ValueError("--sync-bn needs GPUs (torch's SyncBatchNorm runs on CUDA only); drop it on CPU")
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_bn(model, device)
     optimizer = build_optimizer(model, base_lr=config.lr, predictor_lr=config.lr_predictor,
                                 weight_decay=config.weight_decay, betas=tuple(config.betas),
                                 larc=config.larc, trust_coefficient=config.larc_trust)
