@@ -183,3 +183,24 @@ def test_cli_errors_are_one_sentence(tmp_path):
     result = CliRunner().invoke(export_command, [str(tmp_path / "missing.pt"), "--out", str(tmp_path)])
     assert result.exit_code == 1 and "does not exist" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_through_torchrun(shards, tmp_path):
+    """Two ranks on Gloo: each reads its half of the batch, the checkpoint keeps both loader positions,
+    and a resumed two-rank run continues from them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    args = [str(bin_dir / "torchrun"), "--nproc-per-node", "2", "--no-python", str(bin_dir / "crisscross"),
+            "train", shards, "--out", str(tmp_path), "--batch-size", "4", "--epoch-size", "8", "--steps", "2",
+            "--workers", "1", "--quiet"]
+    for extra in (["--stop-after", "1"], ["--resume", "auto"]):
+        done = subprocess.run(args + extra, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("trained to step 2: 4 clips") == 1      # one summary, from rank 0
+    state = load_checkpoint(tmp_path)
+    assert state["step"] == 2 and [s["stream"]["rank"] for s in state["loaders"]] == [0, 1]
+    assert all(s["stream"]["world_size"] == 2 for s in state["loaders"])

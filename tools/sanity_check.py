@@ -8,7 +8,7 @@ so the only thing the cross-modal terms can agree on is k. After a short CPU pre
 unlabelled clips, a logistic-regression probe on frozen pooled backbone features should predict k
 clearly better than the same probe on a randomly initialised model.
 
-    .venv/bin/python tools/sanity_check.py --out /tmp/sanity --steps 30
+    .venv/bin/python tools/sanity_check.py --out /tmp/sanity --steps 24 --probe-clips 48
 
 prints a table (random init vs pretrained, video / audio probe accuracy) and writes it to
 OUT/result.json. docs/training.md records a run.
@@ -134,11 +134,10 @@ def probe(train: tuple, test: tuple) -> dict[str, float]:
               show_default=True, help="Working folder: data sets, the run, result.json.")
 @click.option("--classes", default=4, show_default=True, help="Hidden classes shared by sound and picture.")
 @click.option("--pretrain-clips", default=64, show_default=True, help="Unlabelled clips to pretrain on.")
-@click.option("--probe-clips", default=64, show_default=True, help="Labelled clips for each of probe train / test.")
-@click.option("--terms", default="sync,async", show_default=True,
-              help="Loss terms. Cross-modal only by default: here sound and picture share the class and "
-                   "nothing else, while two views of one clip also share its background.")
-@click.option("--steps", default=30, show_default=True, help="Pretraining steps.")
+@click.option("--probe-clips", default=48, show_default=True, help="Labelled clips for each of probe train / test.")
+@click.option("--terms", default="intra,sync,async", show_default=True,
+              help="Loss terms (comma-separated groups or pairs); the default is the full CrissCross loss.")
+@click.option("--steps", default=24, show_default=True, help="Pretraining steps.")
 @click.option("--batch-size", default=8, show_default=True, help="Pretraining batch.")
 @click.option("--lr", default=1e-3, show_default=True, help="Backbone LR (predictor 10x).")
 @click.option("--workers", default=1, show_default=True, help="Loader workers.")
