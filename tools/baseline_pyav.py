@@ -158,14 +158,21 @@ class OnTheFlyTwoViews(Dataset):
         v0 = a0 + rng.uniform(0, max(0.0, min(audio_len, clip.end - a0) - video_len))
         return v0, a0
 
-    def __getitem__(self, i: int) -> dict:
+    def decode(self, i: int) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+        """Item ``i``'s decoded windows (frames [T,H,W,3] uint8, mono float wave) and its generator,
+        ready for the augmentation draws."""
         clip = self.clips[i % len(self.clips)]
         rng = np.random.default_rng([self.seed, self.epoch, zlib.crc32(clip.key.encode()), i])
         v0, a0 = self.windows(clip, rng)
-        factor, n, m = WINDOW_FACTOR[self.mode], self.video_frames, self.audio_samples
+        factor = WINDOW_FACTOR[self.mode]
         with av.open(clip.path) as container:
-            frames = decode_video(container, v0, int(round(factor * n)))
-            wave = decode_audio(container, a0, int(round(factor * m)))
+            frames = decode_video(container, v0, int(round(factor * self.video_frames)))
+            wave = decode_audio(container, a0, int(round(factor * self.audio_samples)))
+        return frames, wave, rng
+
+    def __getitem__(self, i: int) -> dict:
+        frames, wave, rng = self.decode(i)
+        n, m = self.video_frames, self.audio_samples
         dv, da = len(frames) - n, len(wave) - m            # view 2 ends where the window ends
         frames = torch.from_numpy(frames)
         h, w = frames.shape[1:3]
@@ -176,7 +183,8 @@ class OnTheFlyTwoViews(Dataset):
         aparams = [draw_audio_params(rng, self.audio_settings.n_mels, steps, self.audio_settings) for _ in "12"]
         audio = augment_audio_batch(torch.from_numpy(np.stack([wave[:m], wave[da:da + m]])), aparams,
                                     self.audio_settings)
-        return {"v1": video[0], "v2": video[1], "a1": audio[0], "a2": audio[1], "key": clip.key}
+        return {"v1": video[0], "v2": video[1], "a1": audio[0], "a2": audio[1],
+                "key": self.clips[i % len(self.clips)].key}
 
 
 def make_baseline_loader(clips: Sequence[SourceClip], batch_size: int, num_workers: int = 2,
