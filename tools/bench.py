@@ -441,7 +441,8 @@ def main(out: str, media: str, quick: bool, workers: str, clips: int, baseline_c
 
 def summary_table(r: dict) -> str:
     """The loader rows as a markdown table (also what the command prints)."""
-    lines = ["| loader | workers | clips/s | clips/s per CPU core | vs baseline (per core) | vs baseline-128p (per core) "
+    lines = ["| loader | workers | clips/s | clips/s per CPU core | vs baseline (per core) "
+             "| vs baseline-128p (per core) "
              "| CPU-ms / clip | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
     for row in sorted(r["loader"], key=lambda x: (x["kind"].endswith(FIX), x["workers"],
                                                   KINDS.index(x["kind"]) if x["kind"] in KINDS else 9)):
@@ -483,7 +484,8 @@ def plot(r: dict, path: Path) -> None:
     trace = r["long_epoch"]["rss_trace_mb"]
     axes[2].plot([t[0] for t in trace], [t[1] for t in trace], ".-")
     axes[2].set(xlabel="clips read", ylabel="RSS MB (process tree)", ylim=(0, None),
-                title=f"memory over a {r['long_epoch']['clips']}-clip epoch (torch, {r['long_epoch']['workers']} worker(s))")
+                title=f"memory over a {r['long_epoch']['clips']}-clip epoch "
+                      f"(torch, {r['long_epoch']['workers']} worker(s))")
     axes[2].grid(alpha=0.3)
     fig.suptitle(f"{machine_line(r)}\n`{r['command']}`", fontsize=9)
     fig.tight_layout()
@@ -527,10 +529,12 @@ def summary_text(r: dict) -> str:
           f"{x['workers']} worker(s)"
           f"{'' if k.endswith(FIX) else '; ' + str(x.get('per_core_vs_baseline_128p', '-')) + 'x baseline-128p'}) "
           f"| {'yes' if x['per_core_vs_baseline'] >= 10 else 'no'} |" for k, x in best.items()],
-        f"| loader memory flat over a long epoch | {r['long_epoch']['clips']} clips: median RSS per quarter of the epoch "
+        f"| loader memory flat over a long epoch | {r['long_epoch']['clips']} clips: "
+        "median RSS per quarter of the epoch "
         f"{', '.join(f'{m:.0f}' for m in quarters)} MB; 4th - 2nd quarter {growth:+.0f} MB | "
         f"{'yes' if abs(growth) < 0.05 * quarters[-1] else 'no'} |",
-        f"| build within 1.5x of ffmpeg decode-only | {b['build_vs_decode_wall']}x wall, {b['build_vs_decode_cpu']}x CPU "
+        f"| build within 1.5x of ffmpeg decode-only | {b['build_vs_decode_wall']}x wall, "
+        f"{b['build_vs_decode_cpu']}x CPU "
         f"| {'yes' if b['build_vs_decode_cpu'] <= 1.5 else 'no'} |",
         f"| training step, tiny-cpu preset (batch {t['batch_size']}, fp32, CPU) | {t['s_per_step']} s/step, "
         f"{t['cpu_s_per_step']} CPU-s/step | - |",
@@ -595,20 +599,23 @@ visited {visits} time(s); [`stage_costs`](../tools/bench.py)):
 
 | stage | baseline (PyAV, source files) | ours (shards, torch) |
 |---|---|---|
-| read + pick the two views' data | {b_decode} (seek + decode + grid + resample) | {o_select} (tar read, 12 JPEGs + 2 PCM slices) |
+| read + pick the two views' data | {b_decode} (seek + decode + grid + resample) | {o_select} (tar read, \
+12 JPEGs + 2 PCM slices) |
 | decode frames | (included above) | {o_jpeg} (12 JPEGs of 228x128) |
 | augment two views (the same torch code) | {b_aug} (crops of 720p frames) | {o_aug} (crops of 228x128 frames) |
 | **total** | **{b_total}** | **{o_total}** |
 
 The data path itself is **{data_ratio}x** cheaper per clip; end to end the augmentation, the same
 code in both paths, bounds the ratio: with a free data path ours would still cost its augmentation,
-a ratio of about {bound}x at most. Of the augmentation, the colour jitter's hue step is the largest part: `crisscross/data/augment.py` `_jitter_op`
-(op 3) converts RGB -> HSV -> RGB with torchvision's generic helpers. Replacing it with the
-closed form that `crisscross/data/dali_backend.py` `_hue_shift` already uses
+a ratio of about {bound}x at most. Of the augmentation, the colour jitter's hue step is the largest
+part: `crisscross/data/augment.py` `_jitter_op` (op 3) converts RGB -> HSV -> RGB with
+torchvision's generic helpers. Replacing it with the closed form that
+`crisscross/data/dali_backend.py` `_hue_shift` already uses
 (`RGB_k = V - C * clamp(min(n_k, 4 - n_k), 0, 1)`, `n_k = (k + 6H) mod 6`, k = 5, 3, 1;
 `closed_form_hue` in tools/bench.py, same output to {hue_diff:.1e}) measured {hue_now} -> {hue_fix} ms per
 8-frame view in this run, {hue_saved} ms per two-view clip: projected from the stage costs, the
-per-core ratio moves from {ratio_now}x to about {ratio_fix}x. Smaller costs after that: the
+per-core ratio moves from {ratio_now}x to about {ratio_fix}x (the `+hue-fix` rows above measure it
+end to end, the fix applied to both paths). Smaller costs after that: the
 gather/scatter copies of `_color_jitter` (`x[sel] = ...` per op and position) and the
 `contiguous()` permute in `_normalise`.
 
