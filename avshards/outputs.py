@@ -67,9 +67,8 @@ class LocalOutput:
 
 def default_staging(url: str) -> str:
     """A staging folder named after ``url`` (stable, so a re-run finds a killed run's notes)."""
-    bucket, prefix = remote.split_s3(url)
     slug = hashlib.sha1(url.encode()).hexdigest()[:10]
-    return os.path.join(tempfile.gettempdir(), "avshards-staging", f"{bucket}-{slug}")
+    return os.path.join(tempfile.gettempdir(), "avshards-staging", f"{remote.split_s3(url)[0]}-{slug}")
 
 
 def _s3_error(url: str, err: OSError) -> BuildError:
