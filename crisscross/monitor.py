@@ -36,15 +36,17 @@ def check_finite(loss: float, step: int, lr: float, amp: str) -> None:
 
 
 class RunLog:
-    """Append-only CSV (``log.csv``) + TensorBoard (``tb/``, when installed) in the run folder.
-    Only rank 0 should make one. Rows may carry different keys; the CSV keeps the first row's
-    columns plus any later ones (rewritten on close)."""
+    """CSV (``log.csv``) + TensorBoard (``tb/``, when installed) in the run folder; only rank 0
+    makes one. Rows are appended; a row with new columns (or a resume, which drops the rows after
+    the checkpoint's step) rewrites the file with the union of the columns."""
 
     def __init__(self, out: str | os.PathLike, resume_step: int = 0):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out / "log.csv"
         self.rows = self._read_rows(resume_step)
+        if self.rows:
+            self._write_csv()   # drop the rows after the checkpoint now, before appending
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -61,11 +63,16 @@ class RunLog:
 
     def log(self, step: int, values: dict[str, float]) -> None:
         """Record one row of scalars for ``step``."""
-        self.rows.append({"step": step, **values})
+        row = {"step": step, **values}
+        self.rows.append(row)
         if self.writer is not None:
             for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
-        self._write_csv()
+        if len(self.rows) > 1 and list(row) == list(self.rows[-2]):
+            with open(self.csv_path, "a", newline="") as f:   # the usual case: same columns, append
+                csv.DictWriter(f, list(row)).writerow(row)
+        else:
+            self._write_csv()
 
     def _write_csv(self) -> None:
         columns = list(dict.fromkeys(k for r in self.rows for k in r))

@@ -75,6 +75,22 @@ def test_collapse_std_tells_healthy_from_collapsed():
     assert collapse_std(z[:1].expand(256, -1) + 1e-6 * torch.randn(256, 2048)) < 1e-4
 
 
+def test_run_log_on_resume_drops_rows_after_the_checkpoint(tmp_path):
+    from crisscross.monitor import RunLog
+
+    log = RunLog(tmp_path)
+    for step in range(1, 5):                                   # a run that crashed after step 4
+        log.log(step, {"loss": -step / 10, "lr/backbone": 1e-3})
+    log.close()
+    log = RunLog(tmp_path, resume_step=2)                      # its last checkpoint was step 2
+    log.log(3, {"loss": -0.9, "lr/backbone": 1e-3})
+    png = log.close()
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["loss"]) for r in rows] == [("1", "-0.1"), ("2", "-0.2"), ("3", "-0.9")]
+    assert png.stat().st_size > 10_000
+
+
 def test_resume_errors_name_the_fix(tmp_path):
     assert resolve_resume("auto", tmp_path) is None          # nothing yet: start fresh
     with pytest.raises(FileNotFoundError, match="auto"):
@@ -194,7 +210,7 @@ def test_ddp_on_cpu_through_torchrun(shards, tmp_path):
     from pathlib import Path
 
     bin_dir = Path(sys.executable).parent
-    args = [str(bin_dir / "torchrun"), "--nproc-per-node", "2", "--no-python", str(bin_dir / "crisscross"),
+    args = [str(bin_dir / "torchrun"), "--standalone", "--nproc-per-node", "2", "--no-python", str(bin_dir / "crisscross"),
             "train", shards, "--out", str(tmp_path), "--batch-size", "4", "--epoch-size", "8", "--steps", "2",
             "--workers", "1", "--quiet"]
     for extra in (["--stop-after", "1"], ["--resume", "auto"]):
