@@ -209,8 +209,9 @@ def skipped_no_audio(loader) -> int:
     return int(loader.stats.get("skipped_no_audio", 0))
 
 
-def restore(path: Path, model, optimizer, scaler, loader, rank: int, device: torch.device) -> tuple[int, int, int]:
-    """Load everything a checkpoint holds into the run's objects; (step, epoch, skipped clips)."""
+def restore(path: Path, model, optimizer, scaler, loader, rank: int,
+            device: torch.device) -> tuple[int, int, int, dict]:
+    """Load everything a checkpoint holds into the run's objects; (step, epoch, skipped clips, its config)."""
     state = load_checkpoint(path, map_location=device)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -218,7 +219,18 @@ def restore(path: Path, model, optimizer, scaler, loader, rank: int, device: tor
         scaler.load_state_dict(state["scaler"])
     resume_loader(loader, state["loaders"], rank)
     set_rng_state(state["rng"])
-    return state["step"], loader.epoch, state.get("skipped_no_audio", 0)
+    return state["step"], loader.epoch, state.get("skipped_no_audio", 0), state.get("config", {})
+
+
+SCHEDULE_KEYS = ("batch_size", "epoch_size", "epochs", "steps", "lr", "lr_end", "lr_predictor", "warmup_epochs",
+                 "accumulate", "terms", "mode", "seed", "larc")
+
+
+def changed_settings(saved: dict, config: TrainConfig) -> list[str]:
+    """The options that shape the run's trajectory and differ from the checkpoint's ("--lr 0.001 -> 0.002")."""
+    now = config.to_dict()
+    return [f"--{k.replace('_', '-')} {saved[k]} -> {now[k]}" for k in SCHEDULE_KEYS
+            if k in saved and saved[k] != now[k]]
 
 
 def resume_loader(loader, saved: list[dict], rank: int) -> None:
@@ -291,7 +303,11 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
     step, epoch, counts = 0, 0, {"skipped_no_audio": 0}  # counts: of finished epochs
     path = resolve_resume(resume, config.out)
     if path is not None:
-        step, epoch, counts["skipped_no_audio"] = restore(path, model, optimizer, scaler, loader, rank, device)
+        step, epoch, counts["skipped_no_audio"], saved = restore(path, model, optimizer, scaler, loader, rank, device)
+        changed = changed_settings(saved, config)
+        if changed and rank == 0:
+            click.echo(f"resuming {path} with different {', '.join(changed)}: the run continues, but not "
+                       "as the checkpoint's run would have (same options give an exact resume)", err=True)
     net = wrap_ddp(model, device, config.terms) if world > 1 else model
 
     def checkpoint() -> Path | None:
