@@ -99,19 +99,20 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     or a folder written by ``crisscross export`` (then only the backbones carry trained weights;
     the projectors and predictors keep their initialisation). Returned in eval mode."""
     from crisscross.models import build_crisscross
+    from crisscross.paper import MODEL
 
     path = Path(path)
     if path.is_dir() and not (path / CHECKPOINT_NAME).exists():
         from crisscross.export import load_backbones, read_info
 
         info = read_info(path)
-        model = build_crisscross(projector_layers=info.get("projector_layers", 3))
+        model = build_crisscross(projector_layers=info.get("projector_layers", MODEL.proj_layers))
         video, audio = load_backbones(path)
         model.video_backbone.load_state_dict(video.state_dict())
         model.audio_backbone.load_state_dict(audio.state_dict())
         return model.eval()
     state = load_checkpoint(path, map_location)
-    layers = state.get("config", {}).get("projector_layers", 3)
+    layers = state.get("config", {}).get("projector_layers", MODEL.proj_layers)
     model = build_crisscross(projector_layers=layers)
     model.load_state_dict(state["model"])
     return model.to(map_location).eval()
