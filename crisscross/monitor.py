@@ -37,14 +37,16 @@ def check_finite(loss: float, step: int, lr: float, amp: str) -> None:
 
 class RunLog:
     """CSV (``log.csv``) + TensorBoard (``tb/``, when installed) in the run folder; only rank 0
-    makes one. Rows are appended; a row with new columns (or a resume, which drops the rows after
-    the checkpoint's step) rewrites the file with the union of the columns."""
+    makes one. Rows are appended under the file's header, blank where a row lacks a column (e.g.
+    ``probe/NAME``, logged at epoch ends only); a row with new columns (or a resume, which drops the
+    rows after the checkpoint's step) rewrites the file with the union of the columns."""
 
     def __init__(self, out: str | os.PathLike, resume_step: int = 0):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.out / "log.csv"
         self.rows = self._read_rows(resume_step)
+        self.columns: list[str] = []     # the header of log.csv as last written
         if self.rows:
             self._write_csv()   # drop the rows after the checkpoint now, before appending
         self.writer = None
@@ -68,9 +70,9 @@ class RunLog:
         if self.writer is not None:
             for k, v in values.items():
                 self.writer.add_scalar(k, v, step)
-        if len(self.rows) > 1 and list(row) == list(self.rows[-2]):
-            with open(self.csv_path, "a", newline="") as f:   # the usual case: same columns, append
-                csv.DictWriter(f, list(row)).writerow(row)
+        if len(self.rows) > 1 and set(row) <= set(self.columns):
+            with open(self.csv_path, "a", newline="") as f:   # the usual case: known columns, append
+                csv.DictWriter(f, self.columns, restval="").writerow(row)
         else:
             self._write_csv()
 
@@ -78,10 +80,11 @@ class RunLog:
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
         tmp = self.csv_path.with_suffix(".tmp")
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, columns)
+            w = csv.DictWriter(f, columns, restval="")
             w.writeheader()
             w.writerows(self.rows)
         os.replace(tmp, self.csv_path)
+        self.columns = columns
 
     def close(self) -> Path | None:
         """Flush TensorBoard and draw the loss curve; return the PNG's path."""
