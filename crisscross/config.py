@@ -17,6 +17,7 @@ from crisscross.data.views import MODES
 from crisscross.losses import ALL_TERMS, resolve_terms
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
+PROBE_MODALITIES = ("auto", "video", "audio")
 
 
 @dataclass
@@ -53,11 +54,18 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500              # optimiser steps between checkpoints (and one at the end)
     log_every: int = 1                       # optimiser steps between log rows
+    # Linear probe during training (crisscross.probe): labelled shard folders with train/test splits
+    probe: tuple[str, ...] = ()
+    probe_every: int = 1                     # epochs between probes (plus one at the end)
+    probe_modality: str = "auto"             # auto = video when the shards have frames, else audio
+    probe_train_clips: int = 2               # clips per training video (eval uses paper.EVAL's)
+    probe_test_clips: int = 1                # clips per test video
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self) -> None:
         self.terms = tuple(self.terms)
         self.betas = tuple(self.betas)
+        self.probe = tuple(self.probe)
         check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +88,10 @@ def check_config(c: TrainConfig) -> None:
         raise ValueError(f"unknown --amp {c.amp!r}; use one of {', '.join(AMP_CHOICES)}")
     if c.backend not in ("torch", "dali"):
         raise ValueError(f"unknown --backend {c.backend!r}; use torch or dali")
-    for name in ("batch_size", "epochs", "accumulate", "checkpoint_every", "log_every"):
+    if c.probe_modality not in PROBE_MODALITIES:
+        raise ValueError(f"unknown --probe-modality {c.probe_modality!r}; use one of {', '.join(PROBE_MODALITIES)}")
+    for name in ("batch_size", "epochs", "accumulate", "checkpoint_every", "log_every", "probe_every",
+                 "probe_train_clips", "probe_test_clips"):
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be at least 1 (got {getattr(c, name)})")
     if c.steps is not None and c.steps < 1:

@@ -24,9 +24,10 @@ import torch.distributed as dist
 
 from crisscross.checkpoint import (CHECKPOINT_NAME, load_checkpoint, resolve_resume, rng_state,
                                    save_checkpoint, set_rng_state)
-from crisscross.config import AMP_CHOICES, PRESETS, TrainConfig, describe_presets, preset_config
+from crisscross.config import AMP_CHOICES, PRESETS, PROBE_MODALITIES, TrainConfig, describe_presets, preset_config
 from crisscross.data.views import MODES
 from crisscross.monitor import RunLog, TrainingDiverged, check_finite, collapse_std
+from crisscross.probe import probe_accuracy, probe_due, probe_name, resolve_modality
 
 VIEWS = ("v1", "v2", "a1", "a2")
 
@@ -37,7 +38,7 @@ class TrainResult:
 
     steps: int                     # optimiser steps done in total (including resumed ones)
     clips: int                     # clips seen by all ranks during this call
-    seconds: float
+    seconds: float                 # training time, probes excluded
     loss: float
     skipped_no_audio: int
     checkpoint: Path | None
@@ -251,6 +252,29 @@ def resume_loader(loader, saved: list[dict], rank: int) -> None:
                    "(docs/multinode.md)", err=True)
 
 
+def probe_now(model: torch.nn.Module, probes: dict[str, str], config: TrainConfig, device: torch.device,
+              rank: int, world: int, epoch: int, step: int) -> dict[str, float]:
+    """Rank 0 runs the linear probe of every ``probes`` url (-> modality) on ``model``'s current
+    backbones and prints each accuracy; the other ranks wait at a barrier. {"probe/NAME": top-1}."""
+    from tqdm import tqdm
+
+    from crisscross.eval.errors import EvalError
+
+    out = {}
+    for url, modality in probes.items() if rank == 0 else ():
+        name = probe_name(url)
+        try:
+            out[name] = probe_accuracy(model, url, modality, config.probe_train_clips, config.probe_test_clips,
+                                       device, config.seed)
+        except EvalError as e:   # a probe set the protocol cannot use must not end the training
+            click.echo(f"{name} skipped at step {step}: {e}", err=True)
+            continue
+        tqdm.write(f"{name} ({modality}): top-1 {out[name]:.1%} after epoch {epoch + 1} (step {step})")
+    if world > 1:
+        dist.barrier()
+    return out
+
+
 def wrap_ddp(model: torch.nn.Module, device: torch.device, terms: tuple[str, ...]) -> torch.nn.Module:
     """DistributedDataParallel; uni-modal term sets leave the other modality without gradients."""
     unused = len({v[0] for v in views_needed(terms)}) < 2
@@ -296,6 +320,7 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
                                 larc=config.larc, trust_coefficient=config.larc_trust)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     loader = make_loader(config, micro, device, rank, world)
+    probes = {u: resolve_modality(u, config.probe_modality) for u in config.probe} if rank == 0 else {}
     steps_per_epoch = max(1, len(loader) // config.accumulate)
     total = config.steps or config.epochs * steps_per_epoch
     warmup = min(total, round(config.warmup_epochs * steps_per_epoch))
@@ -328,7 +353,7 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
     end = min(total, stop_after) if stop_after else total
     bar = _progress(progress and rank == 0, total, step)
     result = TrainResult(step, 0, 0.0, math.nan, 0, None)
-    start = time.perf_counter()
+    start, probe_seconds = time.perf_counter(), 0.0
     batches = epochs_of(loader, epoch, counts)
     net.train()
     try:
@@ -347,11 +372,16 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
             step += 1
             result.clips += config.batch_size
             result.loss = metrics["loss"]
-            rate = result.clips / (time.perf_counter() - start)
+            rate = result.clips / (time.perf_counter() - start - probe_seconds)   # training throughput
             row = {**metrics, "lr/backbone": lr, "lr/predictor": config.lr_predictor, "clips_per_s": rate,
                    "epoch": epoch}
+            probed = bool(config.probe) and probe_due(step, steps_per_epoch, config.probe_every, total)
+            if probed:   # before the checkpoint: a resume from it never misses this epoch's probe
+                probe_start = time.perf_counter()
+                row.update(probe_now(model, probes, config, device, rank, world, epoch, step))
+                probe_seconds += time.perf_counter() - probe_start
             result.history.append({"step": step, **row})
-            if log is not None and (step % config.log_every == 0 or step == end):
+            if log is not None and (step % config.log_every == 0 or step == end or probed):
                 log.log(step, row)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
             bar.update(1)
@@ -359,7 +389,7 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
                 checkpoint()
     finally:
         bar.close()
-        result.seconds = time.perf_counter() - start
+        result.seconds = time.perf_counter() - start - probe_seconds
         result.steps = step
         result.skipped_no_audio = counts["skipped_no_audio"] + skipped_no_audio(loader)
         if log is not None:
@@ -431,6 +461,14 @@ def _split_terms(ctx, param, value):  # noqa: ANN001 - click callback
 @click.option("--seed", type=int, help="Seed of weights, view sampling and augmentation.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints (plus one at the end).")
 @click.option("--log-every", type=int, help="Steps between log.csv / TensorBoard rows.")
+@click.option("--probe", multiple=True,
+              help="Labelled shards (train/test json splits, e.g. from avshards build --dataset) for a "
+                   "linear-SVM probe of the current backbones at epoch ends, logged as probe/NAME; repeatable.")
+@click.option("--probe-every", type=int, help="Epochs between probes (default 1; one more at the end).")
+@click.option("--probe-modality", type=click.Choice(PROBE_MODALITIES),
+              help="Backbone the probe evaluates (default auto: video if the shards have frames, else audio).")
+@click.option("--probe-train-clips", type=int, help="Clips per training video in the probe (default 2).")
+@click.option("--probe-test-clips", type=int, help="Clips per test video in the probe (default 1).")
 @click.option("--resume", help="Continue from a checkpoint file, a run folder, or 'auto' (the latest in --out).")
 @click.option("--stop-after", type=int, help="Stop with a checkpoint once this many steps are done "
                                               "(e.g. a job time limit); resume later with --resume auto.")

@@ -206,6 +206,42 @@ def test_cli_errors_are_one_sentence(tmp_path):
 
 
 @pytest.mark.slow
+def test_probe_during_training_logs_accuracy_without_changing_training(straight, shards, media, tmp_path):
+    """--probe: a linear SVM on real labelled game sounds (class = file name) at each epoch end and
+    at the end, logged as probe/arcade and drawn by `viz curves`. 2 steps + resume + 2 steps with
+    probes still give the weights and RNG states of the 4 straight steps without them."""
+    from avshards.build import build
+    from avshards.sources import SourceItem
+    from crisscross.viz.cli import curves_command
+
+    sfx = tmp_path / "arcade"        # sounds 1-2 of each class test, 3-5 train (as test_eval_audio.py)
+    build([SourceItem(str(media / f"audio/arcade_sfx/{c}{n}.wav"), c, "test" if n <= 2 else "train", id=f"{c}{n}")
+           for c in ("coin", "jump", "laser", "hurt") for n in range(1, 6)], sfx, workers=2, progress=False)
+    run = tmp_path / "run"
+    args = [shards, "--out", str(run), "--batch-size", "2", "--epoch-size", "6", "--steps", "4", "--workers", "1",
+            "--warmup-epochs", "0.5", "--deterministic", "--quiet", "--probe", str(sfx)]
+    for extra in (["--stop-after", "2"], ["--resume", "auto"]):
+        result = CliRunner().invoke(train_command, args + extra)
+        assert result.exit_code == 0, result.output
+    assert "probe/arcade (audio): top-1" in result.output and "after epoch 1 (step 3)" in result.output
+    with open(run / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert all(None not in r and None not in r.values() for r in rows)   # every line has every column
+    probed = {int(r["step"]): (int(r["epoch"]), float(r["probe/arcade"])) for r in rows if r["probe/arcade"]}
+    assert sorted(probed) == [3, 4] and [e for e, _ in probed.values()] == [0, 1]   # epoch 0's end, the end
+    assert all(0.0 <= acc <= 1.0 for _, acc in probed.values())
+    a, b = load_checkpoint(straight[0]), load_checkpoint(run)       # the probe changed nothing in training
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # (torch's RNG is not compared: a resumed DataLoader draws its workers' base seed once more)
+    assert a["rng"]["python"] == b["rng"]["python"] and a["rng"]["numpy"]["pos"] == b["rng"]["numpy"]["pos"]
+    viz = CliRunner().invoke(curves_command, [str(run), "--out", str(tmp_path / "viz")])
+    assert viz.exit_code == 0 and "probe/arcade" in viz.output, viz.output
+    assert (tmp_path / "viz" / "curves.png").stat().st_size > 10_000
+    assert "probe/arcade" in (tmp_path / "viz" / "index.md").read_text()
+
+
+@pytest.mark.slow
 def test_ddp_on_cpu_through_torchrun(shards, tmp_path):
     """Two ranks on Gloo: each reads its half of the batch, the checkpoint keeps both loader positions,
     and a resumed two-rank run continues from them."""
