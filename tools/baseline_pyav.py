@@ -171,7 +171,10 @@ class OnTheFlyTwoViews(Dataset):
         return frames, wave, rng
 
     def __getitem__(self, i: int) -> dict:
-        frames, wave, rng = self.decode(i)
+        return self.augment(*self.decode(i)) | {"key": self.clips[i % len(self.clips)].key}
+
+    def augment(self, frames: np.ndarray, wave: np.ndarray, rng: np.random.Generator) -> dict:
+        """Split the decoded windows into the two views and augment them (our torch code)."""
         n, m = self.video_frames, self.audio_samples
         dv, da = len(frames) - n, len(wave) - m            # view 2 ends where the window ends
         frames = torch.from_numpy(frames)
@@ -183,8 +186,7 @@ class OnTheFlyTwoViews(Dataset):
         aparams = [draw_audio_params(rng, self.audio_settings.n_mels, steps, self.audio_settings) for _ in "12"]
         audio = augment_audio_batch(torch.from_numpy(np.stack([wave[:m], wave[da:da + m]])), aparams,
                                     self.audio_settings)
-        return {"v1": video[0], "v2": video[1], "a1": audio[0], "a2": audio[1],
-                "key": self.clips[i % len(self.clips)].key}
+        return {"v1": video[0], "v2": video[1], "a1": audio[0], "a2": audio[1]}
 
 
 def make_baseline_loader(clips: Sequence[SourceClip], batch_size: int, num_workers: int = 2,
