@@ -153,7 +153,7 @@ def write_report(out: Path, run: Path, evals: Path, commands: list[str], seconds
               help="Report folder (shards, run, evaluation and report.md go here).")
 @click.option("--media", default=DEFAULT_MEDIA, show_default="$AVSHARDS_MEDIA or ~/.cache/avshards-media", type=click.Path(file_okay=False, path_type=Path),
               help="Where the public sample media are cached (fetched when missing).")
-@click.option("--steps", default=20, show_default=True, type=click.IntRange(1),
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(1),
               help="Pretraining steps of the tiny CPU preset.")
 def demo_command(out: Path, media: Path, steps: int) -> None:
     """Run the whole toolkit on the public sample media, on CPU, in a few minutes.
