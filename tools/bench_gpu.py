@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -32,15 +31,10 @@ from pathlib import Path
 
 import click
 import torch
+from benchutil import cpu_seconds, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## DALI backend"
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process, its threads and its exited children (DataLoader workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def has_dali() -> bool:
@@ -159,17 +153,6 @@ def markdown(rows: list[dict], info: dict) -> str:
     return "\n".join(lines + [""] + info["notes"]) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) this tool's section of docs/benchmarks.md, leaving the others."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        path.write_text(old.rstrip("\n") + "\n\n" + text)
-        return
-    nxt = old.find("\n## ", start + len(SECTION))
-    path.write_text(old[:start] + text + ("" if nxt < 0 else "\n" + old[nxt + 1:]))
-
-
 NOTES = [
     "DALI rows without a GPU run the same pipeline definition on DALI's CPU operators (`device_id=None`,",
     "the CI configuration): they show what the graph costs on a CPU, not nvJPEG. The DALI external-source",
@@ -238,7 +221,7 @@ def main(shards, media, clips, batch_size, workers, train_batch, train_steps, on
     click.echo(text)
     if write:
         (REPO / "docs" / "bench-dali.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
-        write_section(REPO / "docs" / "benchmarks.md", text)
+        write_section(REPO / "docs" / "benchmarks.md", SECTION, text)
 
 
 def dali_version() -> str:

@@ -15,50 +15,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import click
-import psutil
 import torch
+from benchutil import PeakRSS, cpu_seconds, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Training loader (torch backend)"
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and of its children that have exited (DataLoader workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-class PeakRSS:
-    """Samples the summed RSS of this process and its children every 50 ms."""
-
-    def __enter__(self) -> "PeakRSS":
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(0.05)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def build_media_shards(media: Path, out: Path) -> str:
@@ -119,17 +85,6 @@ def markdown(results: list[dict], info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) this tool's section of docs/benchmarks.md, leaving the others."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        path.write_text(old.rstrip("\n") + "\n\n" + text)
-        return
-    nxt = old.find("\n## ", start + len(SECTION))
-    path.write_text(old[:start] + text + ("" if nxt < 0 else "\n" + old[nxt + 1:]))
-
-
 @click.command()
 @click.option("--shards", default=None, help="Shards to read (default: build from the test media).")
 @click.option("--media", default=os.path.expanduser("~/.cache/avshards-media"), show_default=True,
@@ -160,7 +115,7 @@ def main(shards: str | None, media: str, clips: int, batch_size: int, write: boo
     if write:
         (REPO / "docs").mkdir(exist_ok=True)
         (REPO / "docs" / "bench-loader.json").write_text(json.dumps({"info": info, "results": results}, indent=1) + "\n")
-        write_section(REPO / "docs" / "benchmarks.md", text)
+        write_section(REPO / "docs" / "benchmarks.md", SECTION, text)
 
 
 if __name__ == "__main__":
