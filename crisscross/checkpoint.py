@@ -36,11 +36,15 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """``path`` itself, or the checkpoint inside it when it is a run folder."""
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`, with a clear error when it is not one."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
+    path = checkpoint_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; pass a checkpoint file or a run folder "
                                 f"holding {CHECKPOINT_NAME}")
@@ -61,9 +65,7 @@ def resolve_resume(resume: str | None, out: str | os.PathLike) -> Path | None:
     if resume == "auto":
         latest = Path(out) / CHECKPOINT_NAME
         return latest if latest.is_file() else None
-    path = Path(resume)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
+    path = checkpoint_file(resume)
     if not path.is_file():
         raise FileNotFoundError(f"--resume {resume}: no checkpoint there; pass a checkpoint file, a run "
                                 f"folder, or 'auto'")

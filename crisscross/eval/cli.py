@@ -18,73 +18,60 @@ import click
 
 from avshards.format import SchemaError
 from crisscross import paper
+from crisscross.cliutil import default_device, options
 from crisscross.eval.errors import EvalError
 
 FINETUNE_DATASETS = sorted({name for name, _ in paper.FINETUNE})
 
 
-def _default_device() -> str:
-    import torch  # imported when a command runs, so that `crisscross --help` stays fast
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def common_options(f: Callable) -> Callable:
-    """Arguments and options every protocol shares."""
-    options = [
-        click.argument("ckpt"),
-        click.argument("shards", nargs=-1, required=True),
-        click.option("--random-init", is_flag=True, help="Evaluate a randomly initialised network "
-                     "(the baseline) instead of CKPT; same as passing CKPT 'random'."),
-        click.option("--out", default="eval", show_default=True, type=click.Path(file_okay=False),
-                     help="Folder for the report files (NAME.json, NAME.md, NAME-confusion.png)."),
-        click.option("--name", default=None, help="Dataset name used as the table column "
-                     "(default: the shard folders' name)."),
-        click.option("--label", default=None, help="Method name used as the table row "
-                     "(default: the run folder's name, or 'random init')."),
-        click.option("--train-split", default="train", show_default=True,
-                     help="Value of the samples' json 'split' used for training."),
-        click.option("--test-split", default="test", show_default=True,
-                     help="Value of the samples' json 'split' used for testing."),
-        click.option("--device", default=_default_device, show_default="cuda if available, else cpu",
-                     help="Torch device for the backbone."),
-        click.option("--batch-size", type=int, default=None,
-                     help="Clips per forward pass (feature protocols: 32) or training batch size "
-                     "(fine-tuning / probe: the paper's setting)."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed of clip sampling, augmentations, validation split and random init."),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# Arguments and options every protocol shares.
+common_options = options(
+    click.argument("ckpt"),
+    click.argument("shards", nargs=-1, required=True),
+    click.option("--random-init", is_flag=True, help="Evaluate a randomly initialised network "
+                 "(the baseline) instead of CKPT; same as passing CKPT 'random'."),
+    click.option("--out", default="eval", show_default=True, type=click.Path(file_okay=False),
+                 help="Folder for the report files (NAME.json, NAME.md, NAME-confusion.png)."),
+    click.option("--name", default=None, help="Dataset name used as the table column "
+                 "(default: the shard folders' name)."),
+    click.option("--label", default=None, help="Method name used as the table row "
+                 "(default: the run folder's name, or 'random init')."),
+    click.option("--train-split", default="train", show_default=True,
+                 help="Value of the samples' json 'split' used for training."),
+    click.option("--test-split", default="test", show_default=True,
+                 help="Value of the samples' json 'split' used for testing."),
+    click.option("--device", default=default_device, show_default="cuda if available, else cpu",
+                 help="Torch device for the backbone."),
+    click.option("--batch-size", type=int, default=None,
+                 help="Clips per forward pass (feature protocols: 32) or training batch size "
+                 "(fine-tuning / probe: the paper's setting)."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed of clip sampling, augmentations, validation split and random init."),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+)
 
 
-def feature_options(f: Callable) -> Callable:
-    """Options of the frozen-feature protocols (SVM, fusion, retrieval)."""
-    options = [
-        click.option("--train-clips", type=int, default=None,
-                     help="Clips per training video (default: the protocol's, e.g. 25 video / 10 audio)."),
-        click.option("--test-clips", type=int, default=None,
-                     help="Uniformly spaced clips per test video (default: the protocol's, 10)."),
-        click.option("--frames", type=int, default=None, help="Frames per video clip (default 8)."),
-        click.option("--crop-size", type=int, default=None,
-                     help="Video crop size (default 112; the paper's UCF/HMDB tables use 224 - build "
-                     "those shards with --short-side 256)."),
-        click.option("--audio-seconds", type=float, default=None,
-                     help="Audio per clip (default: the protocol's, 2 s; the paper's ESC-50 Table 8 uses 5 "
-                     "with --test-clips 1)."),
-        click.option("--cache", default=None, type=click.Path(file_okay=False),
-                     help="Feature cache folder (default: OUT/cache)."),
-        click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
-        click.option("--workers", type=int, default=0, show_default=True,
-                     help="Processes decoding and transforming clips (0: in the main process)."),
-        click.option("--with-baseline", is_flag=True,
-                     help="Also evaluate the random-init network and add its row to the same table."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# Options of the frozen-feature protocols (SVM, fusion, retrieval).
+feature_options = options(
+    click.option("--train-clips", type=int, default=None,
+                 help="Clips per training video (default: the protocol's, e.g. 25 video / 10 audio)."),
+    click.option("--test-clips", type=int, default=None,
+                 help="Uniformly spaced clips per test video (default: the protocol's, 10)."),
+    click.option("--frames", type=int, default=None, help="Frames per video clip (default 8)."),
+    click.option("--crop-size", type=int, default=None,
+                 help="Video crop size (default 112; the paper's UCF/HMDB tables use 224 - build "
+                 "those shards with --short-side 256)."),
+    click.option("--audio-seconds", type=float, default=None,
+                 help="Audio per clip (default: the protocol's, 2 s; the paper's ESC-50 Table 8 uses 5 "
+                 "with --test-clips 1)."),
+    click.option("--cache", default=None, type=click.Path(file_okay=False),
+                 help="Feature cache folder (default: OUT/cache)."),
+    click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
+    click.option("--workers", type=int, default=0, show_default=True,
+                 help="Processes decoding and transforming clips (0: in the main process)."),
+    click.option("--with-baseline", is_flag=True,
+                 help="Also evaluate the random-init network and add its row to the same table."),
+)
 
 
 def user_errors(f: Callable) -> Callable:
@@ -238,25 +225,21 @@ def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, 
     _finish(out, f"retrieval-{modality}-{report['dataset']}", report, table, None)
 
 
-def training_options(f: Callable) -> Callable:
-    """Options of the supervised protocols (fine-tuning, probe)."""
-    options = [
-        click.option("--frames", type=click.Choice(["8", "32"]), default="8", show_default=True,
-                     help="Frames per clip (Table S11's two setups)."),
-        click.option("--crop-size", type=int, default=None,
-                     help="Crop size (default 224, Table S11; use small values only for quick tests)."),
-        click.option("--epochs", type=int, default=None, help="Training epochs (default: the preset's)."),
-        click.option("--lr", type=float, default=None, help="Learning rate (default: the preset's)."),
-        click.option("--milestones", default=None, help="Comma-separated epochs where the LR drops."),
-        click.option("--test-clips", type=int, default=None, help="Uniform clips per test video (10)."),
-        click.option("--max-steps", type=int, default=None,
-                     help="Stop training after this many steps (quick checks)."),
-        click.option("--workers", type=int, default=0, show_default=True,
-                     help="DataLoader worker processes decoding training clips."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# Options of the supervised protocols (fine-tuning, probe).
+training_options = options(
+    click.option("--frames", type=click.Choice(["8", "32"]), default="8", show_default=True,
+                 help="Frames per clip (Table S11's two setups)."),
+    click.option("--crop-size", type=int, default=None,
+                 help="Crop size (default 224, Table S11; use small values only for quick tests)."),
+    click.option("--epochs", type=int, default=None, help="Training epochs (default: the preset's)."),
+    click.option("--lr", type=float, default=None, help="Learning rate (default: the preset's)."),
+    click.option("--milestones", default=None, help="Comma-separated epochs where the LR drops."),
+    click.option("--test-clips", type=int, default=None, help="Uniform clips per test video (10)."),
+    click.option("--max-steps", type=int, default=None,
+                 help="Stop training after this many steps (quick checks)."),
+    click.option("--workers", type=int, default=0, show_default=True,
+                 help="DataLoader worker processes decoding training clips."),
+)
 
 
 def _settings(base, frames, crop_size, epochs, lr, milestones, test_clips, batch_size):

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
-import torch
 
 from crisscross import paper
+from crisscross.cliutil import default_device, options
 from crisscross.viz import VizError
 
 MODALITIES = ("video", "audio")
@@ -23,10 +23,6 @@ INDEX_NAME = "index.md"
 
 
 # --- shared pieces --------------------------------------------------------------------------------
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def parse_checkpoint(value: str) -> tuple[str, str | None]:
     """``LABEL=PATH``, ``PATH`` or ``random`` -> (label, path or None for random initialisation)."""
     from crisscross.eval.protocols import method_label
@@ -82,41 +78,33 @@ def _check_shards(url: str) -> str:
     return url
 
 
-def common_options(f: Callable) -> Callable:
-    """Options every model-based command shares."""
-    options = [
-        click.option("--ckpt", "ckpts", multiple=True, required=True,
-                     help="A checkpoint file, run folder or exported model, 'random', or LABEL=PATH to name "
-                     "it in the picture. Repeat to show checkpoints side by side (e.g. without and with "
-                     "the asynchronous loss)."),
-        click.option("--out", default="viz", show_default=True, type=click.Path(file_okay=False),
-                     help="Folder for the PNGs and index.md."),
-        click.option("--modality", "modalities", type=click.Choice(MODALITIES), multiple=True,
-                     help="Which backbone(s) to show; repeat for both (default: both)."),
-        click.option("--crop-size", type=int, default=None,
-                     help=f"Video crop size (default {paper.CROP_SIZE}; small values for quick looks)."),
-        click.option("--device", default=_default_device, show_default="cuda if available, else cpu",
-                     help="Torch device for the backbones."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Seed of random initialisation, query / clip choice and the projection."),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# Options every model-based command shares.
+common_options = options(
+    click.option("--ckpt", "ckpts", multiple=True, required=True,
+                 help="A checkpoint file, run folder or exported model, 'random', or LABEL=PATH to name "
+                 "it in the picture. Repeat to show checkpoints side by side (e.g. without and with "
+                 "the asynchronous loss)."),
+    click.option("--out", default="viz", show_default=True, type=click.Path(file_okay=False),
+                 help="Folder for the PNGs and index.md."),
+    click.option("--modality", "modalities", type=click.Choice(MODALITIES), multiple=True,
+                 help="Which backbone(s) to show; repeat for both (default: both)."),
+    click.option("--crop-size", type=int, default=None,
+                 help=f"Video crop size (default {paper.CROP_SIZE}; small values for quick looks)."),
+    click.option("--device", default=default_device, show_default="cuda if available, else cpu",
+                 help="Torch device for the backbones."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed of random initialisation, query / clip choice and the projection."),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+)
 
 
-def feature_options(f: Callable) -> Callable:
-    """Options of the commands that extract features (embeddings, neighbours)."""
-    options = [
-        click.option("--batch-size", type=int, default=32, show_default=True, help="Clips per forward pass."),
-        click.option("--cache", default=None, type=click.Path(file_okay=False),
-                     help="Feature cache folder (default: OUT/cache; same files as `crisscross eval --cache`)."),
-        click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# Options of the commands that extract features (embeddings, neighbours).
+feature_options = options(
+    click.option("--batch-size", type=int, default=32, show_default=True, help="Clips per forward pass."),
+    click.option("--cache", default=None, type=click.Path(file_okay=False),
+                 help="Feature cache folder (default: OUT/cache; same files as `crisscross eval --cache`)."),
+    click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
+)
 
 
 def features_of(ckpt: str | None, url: str, split: str | None, modalities: Sequence[str], clips: int,
