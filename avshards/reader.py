@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import braceexpand
-from webdataset import tariterators
 
 from avshards import remote
 from avshards.format import MANIFEST_NAME, AVClip
@@ -151,6 +150,8 @@ def _indexed_samples(url: str, index: list[IndexedSample], start: int, stop: int
 
 
 def _streamed_samples(url: str, start: int, stop: int | None) -> Iterator[dict[str, Any]]:
+    from webdataset import tariterators   # imports torch: only for shards without an index
+
     stream = remote.open_stream(url)
     try:
         files = ({**f, "__url__": url} for f in tariterators.tar_file_iterator(stream))
