@@ -23,7 +23,7 @@ from typing import Any
 from avshards.format import FAILURES_NAME, FPS, MANIFEST_NAME, SAMPLE_RATE, SCHEMA_VERSION
 from avshards.index import index_path
 from avshards.remote import join
-from avshards.sources import SourceItem, resolve_sources
+from avshards.sources import SourceItem, SourceScan, scan_sources, skipped_text
 from avshards.transcode import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, DEFAULT_TIMEOUT, check_ffmpeg
 from avshards.writer import (DEFAULT_CLIP_SECONDS, TMP_SUFFIX, ClipOptions, ShardResult, ShardSpec,
                              build_shard, scan_shard)
@@ -52,6 +52,7 @@ class BuildReport:
     media_seconds: float = 0.0
     wall_seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
+    skipped_by_extension: dict[str, int] = field(default_factory=dict)   # files under --src not taken
 
     @property
     def num_failed(self) -> int:
@@ -65,7 +66,8 @@ class BuildReport:
         return (f"built {self.built_shards} shard(s), skipped {self.skipped_shards} (already done), "
                 f"failed {self.num_failed} of {self.num_videos} video(s); {self.num_samples} clips, "
                 f"{self.media_seconds / 3600:.3f} h of media, "
-                f"{self.bytes_per_clip_second / 1000:.1f} kB per clip-second -> {self.out}")
+                f"{self.bytes_per_clip_second / 1000:.1f} kB per clip-second -> {self.out}"
+                + (f"; skipped {skipped_text(self.skipped_by_extension)} in --src" if self.skipped_by_extension else ""))
 
 
 def plan_shards(items: Sequence[SourceItem], out: str, videos_per_shard: int,
@@ -229,7 +231,8 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
         from avshards import ray_engine
         run_shards = ray_engine.runner(ray_address)   # fails now, not mid-build, without Ray
     ffmpeg_version = check_ffmpeg()
-    items = list(src) if isinstance(src, (list, tuple)) else resolve_sources(src, root)
+    scan = SourceScan(list(src), "items") if isinstance(src, (list, tuple)) else scan_sources(src, root)
+    items = scan.items
     if not items:
         raise BuildError("the source list is empty; give at least one video.")
     from avshards.outputs import open_output
@@ -274,7 +277,7 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
                          num_samples=sum(r.num_samples for r in ordered),
                          num_bytes=sum(r.num_bytes for r in ordered),
                          media_seconds=sum(r.seconds for r in ordered),
-                         failures=[f for r in ordered for f in r.failures])
+                         failures=[f for r in ordered for f in r.failures], skipped_by_extension=dict(scan.skipped))
     _write_outputs(out, ordered, items, build_info, report)
     dest.publish()
     os.remove(partial)

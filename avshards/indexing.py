@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import click
 
+from avshards.cli_errors import Exit, fail
 from avshards.index import index_path, write_index
 from avshards.reader import shard_urls
 
@@ -60,19 +61,23 @@ def index_command(shards: tuple[str, ...], overwrite: bool) -> None:
     is older than the shard).
 
     SHARDS: folders of shards, brace patterns or .tar files (local).
+
+    \b
+    Example:
+      avshards index downloaded-shards/ --overwrite
     """
     from tqdm import tqdm
 
     try:
         paths = [p for url in shards for p in local_shards(url)]
     except ValueError as e:
-        raise click.UsageError(str(e)) from None
+        fail(str(e), Exit.USAGE)
     written = skipped = 0
     try:
         for _, did in tqdm(index_shards(paths, overwrite), total=len(paths), unit="shard", disable=None):
             written += did
             skipped += not did
     except ValueError as e:
-        raise click.ClickException(str(e)) from None
+        fail(str(e), Exit.BAD_DATA)
     note = " (already indexed; --overwrite rewrites them)" if skipped else ""
     click.echo(f"indexed {written} shard(s), skipped {skipped}{note}")

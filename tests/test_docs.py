@@ -390,7 +390,7 @@ def test_checker_catches_rot(programs, tmp_path):
 # Exceptions (and helpers) whose message reaches the user as one `Error: ...` line.
 USER_ERRORS = {"SourceError", "DatasetError", "BuildError", "TranscodeError", "MissingFFmpeg", "ShardAccessError",
                "NotFound", "TruncatedShardError", "TransientError", "SchemaError", "EvalError", "VizError",
-               "TrainingDiverged", "ClickException", "UsageError", "_fail"}
+               "TrainingDiverged", "ClickException", "UsageError", "_fail", "fail"}
 
 
 def _literal_text(node: ast.expr) -> list[str]:
