@@ -49,7 +49,8 @@ def index_shards(paths: list[str], overwrite: bool = False) -> Iterator[tuple[st
             try:
                 write_index(path)
             except (tarfile.TarError, EOFError) as e:
-                raise ValueError(f"{path} is not a readable tar ({e}); rebuild or re-download that shard.") from None
+                why = str(e).splitlines()[0].rstrip(":")   # tarfile lists every compression it tried
+                raise ValueError(f"{path} is not a readable tar ({why}); rebuild or re-download that shard.") from None
             yield path, True
 
 
