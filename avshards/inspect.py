@@ -160,11 +160,13 @@ class OrderReport:
         """One line: both shares against a random order's, and what they were measured on."""
         if self.pairs == 0:
             return f"order: too few clips to judge ({self.clips} in {self.shards} shard(s))"
-        label = ("no labels" if self.same_label is None else
-                 f"{self.same_label:.0%} of neighbouring clips share a label (random order: {self.random_label:.0%})")
-        verdict = "sorted by label" if self.sorted_by_label else "mixed"
-        return (f"order: {verdict}: {label}, {self.same_source:.0%} a source (random order: "
-                f"{self.random_source:.0%}); from {self.clips} clips in {self.shards} shard(s)")
+        if self.same_label is None:
+            head = "order: no labels to judge by"
+        else:
+            head = (f"order: {'sorted by label' if self.sorted_by_label else 'mixed'}: {self.same_label:.0%} of "
+                    f"neighbouring clips share a label (random order: {self.random_label:.0%})")
+        return (f"{head}; {self.same_source:.0%} share a source (random order: {self.random_source:.0%}); "
+                f"from {self.clips} clips in {self.shards} shard(s)")
 
 
 def _clustering(same: float, random: float) -> float:
