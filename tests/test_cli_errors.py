@@ -114,6 +114,17 @@ def test_ls_and_upload_give_the_same_code_for_an_unreachable_store(files, s3):
     assert "run the same command again" in error_line(upload.stderr, Exit.UNREACHABLE, upload.returncode)
 
 
+def test_a_build_into_an_unreachable_store_exits_3(files, media, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "coin1.wav").symlink_to(media / "audio/arcade_sfx/coin1.wav")
+    output, code = invoke("build", "--src", str(tmp_path / "src"), "--out", "s3://shards/k400/", "--staging",
+                          str(tmp_path / "staging"), "--quiet")
+    assert "run the same command again" in error_line(output, Exit.UNREACHABLE, code)
+
+
 # --- the rest of the matrix, in-process -------------------------------------------------------------
 def invoke(*args: str) -> tuple[str, int]:
     result = CliRunner().invoke(main, list(args))
