@@ -63,11 +63,12 @@ class BuildReport:
         return self.num_bytes / self.media_seconds if self.media_seconds else 0.0
 
     def summary(self) -> str:
+        skipped = skipped_text(self.skipped_by_extension)
         return (f"built {self.built_shards} shard(s), skipped {self.skipped_shards} (already done), "
                 f"failed {self.num_failed} of {self.num_videos} video(s); {self.num_samples} clips, "
                 f"{self.media_seconds / 3600:.3f} h of media, "
                 f"{self.bytes_per_clip_second / 1000:.1f} kB per clip-second -> {self.out}"
-                + (f"; skipped {skipped_text(self.skipped_by_extension)} in --src" if self.skipped_by_extension else ""))
+                + (f"; skipped {skipped} in --src" if skipped else ""))
 
 
 def plan_shards(items: Sequence[SourceItem], out: str, videos_per_shard: int,

@@ -277,10 +277,10 @@ def scan_sources(src: str | os.PathLike, root: str | os.PathLike | None = None) 
         items = from_list(src, base)
         _check_list(src, items)
     scan = SourceScan(items, kind, skipped)
-    log.info("--src %s: read as %s: %d source(s)%s", src, KINDS[kind], len(items),
-             f", skipped {scan.skipped_text()}" if skipped else "")
+    skipped_note = f"; skipped {scan.skipped_text()}" if skipped else ""
+    log.info("--src %s: read as %s: %d source(s)%s", src, KINDS[kind], len(items), skipped_note)
     if not items:
-        looked = f"looked for {', '.join(MEDIA_EXTS[:5])}, ..." + (f"; skipped {scan.skipped_text()}" if skipped else "")
+        looked = f"looked for {', '.join(MEDIA_EXTS[:5])}, ...{skipped_note}"
         raise SourceError(f"--src {src} holds no media files ({looked}); "
                           "point it at a folder of videos, a CSV, a list file or a glob.")
     return scan
