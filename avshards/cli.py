@@ -62,8 +62,9 @@ def build_command(src, out, root, short_side, quality, clip_seconds, videos_per_
     A killed build, run again, skips the finished shards; failing videos are listed in
     failures.jsonl and the build goes on. Exits non-zero only when nothing could be built.
     """
-    from avshards.build import BuildError, build
+    from avshards.build import build
     from avshards.datasets import DatasetError, dataset_items
+    from avshards.errors import BuildError
     from avshards.sources import SourceError
     from avshards.transcode import MissingFFmpeg
 
@@ -142,7 +143,7 @@ def _exists(shards: str) -> bool:
 
 
 # Commands are registered explicitly, one line each, below.
-from avshards.indexing import index_command  # noqa: E402
+from avshards.index_cli import index_command  # noqa: E402
 main.add_command(index_command)
 from avshards.stream_cli import ls_command, upload_command  # noqa: E402
 main.add_command(upload_command)

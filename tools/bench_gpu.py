@@ -74,7 +74,7 @@ def loader_run(url: str, clips: int, batch_size: int, workers: int, backend: str
 
 
 def reader_run(url: str, clips: int, batch_size: int, device: str) -> dict:
-    from avshards.indexing import index_shards, local_shards
+    from avshards.index_cli import index_shards, local_shards
     from crisscross.data.dali_backend import DaliShardLoader
 
     urls = local_shards(url)
