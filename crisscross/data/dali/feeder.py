@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import nvidia.dali as dali
+import nvidia.dali as dali       # ImportError here: the loader turns it into the install hint
 import numpy as np
 import torch
 from nvidia.dali import fn

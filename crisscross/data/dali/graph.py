@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import nvidia.dali.math as dmath  # ImportError here: the loader turns it into the install hint
+import nvidia.dali.math as dmath
 import torch
 from nvidia.dali import fn, types
 from nvidia.dali.backend import TensorListGPU
