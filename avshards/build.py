@@ -20,8 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from avshards import ray_engine
+from avshards.errors import BuildError
 from avshards.format import FAILURES_NAME, FPS, MANIFEST_NAME, SAMPLE_RATE, SCHEMA_VERSION
 from avshards.index import index_path
+from avshards.outputs import open_output
 from avshards.remote import join
 from avshards.sources import SourceItem, SourceScan, scan_sources, skipped_text
 from avshards.transcode import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, DEFAULT_TIMEOUT, check_ffmpeg
@@ -31,10 +34,6 @@ from avshards.writer import (DEFAULT_CLIP_SECONDS, TMP_SUFFIX, ClipOptions, Shar
 DEFAULT_VIDEOS_PER_SHARD = 256
 SHARD_PATTERN = "shards-{:06d}.tar"
 PARTIAL = ".partial"
-
-
-class BuildError(ValueError):
-    """A problem with the build's arguments or output folder; the message says what to do."""
 
 
 @dataclass
@@ -229,14 +228,12 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
         raise BuildError(f"--engine {engine}: use local (this machine's cores) or ray (a Ray cluster).")
     run_shards = _run_shards
     if engine == "ray":
-        from avshards import ray_engine
         run_shards = ray_engine.runner(ray_address)   # fails now, not mid-build, without Ray
     ffmpeg_version = check_ffmpeg()
     scan = SourceScan(list(src), "items") if isinstance(src, (list, tuple)) else scan_sources(src, root)
     items = scan.items
     if not items:
         raise BuildError("the source list is empty; give at least one video.")
-    from avshards.outputs import open_output
     dest = open_output(out, staging)   # a folder, or S3 (shards staged in dest.local, then uploaded)
     out = dest.local
     _prepare_out(out)

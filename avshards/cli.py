@@ -200,7 +200,7 @@ def _require_shards(url: str) -> None:
 
 
 # Commands are registered explicitly, one line each, below.
-from avshards.indexing import index_command  # noqa: E402
+from avshards.index_cli import index_command  # noqa: E402
 main.add_command(index_command)
 from avshards.stream_cli import ls_command, upload_command  # noqa: E402
 main.add_command(upload_command)

@@ -26,7 +26,7 @@ from typing import NoReturn
 import click
 
 from avshards import remote
-from avshards.build import BuildError
+from avshards.errors import BuildError
 from avshards.datasets import DatasetError
 from avshards.format import SchemaError
 from avshards.reader import TruncatedShardError

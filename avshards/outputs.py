@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from avshards import remote
-from avshards.build import BuildError
+from avshards.errors import BuildError
 from avshards.format import FAILURES_NAME, MANIFEST_NAME
 from avshards.index import index_path
 from avshards.reader import load_index

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crisscross import paper
-from crisscross.data.views import MODES
+from crisscross.data.choices import check_backend, check_mode
 from crisscross.losses import ALL_TERMS, resolve_terms
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -54,7 +54,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500              # optimiser steps between checkpoints (and one at the end)
     log_every: int = 1                       # optimiser steps between log rows
-    # Linear probe during training (crisscross.probe): labelled shard folders with train/test splits
+    # Linear-SVM probe during training (crisscross.training_probe): labelled shard folders with train/test splits
     probe: tuple[str, ...] = ()
     probe_every: int = 1                     # epochs between probes (plus one at the end)
     probe_modality: str = "auto"             # auto = video when the shards have frames, else audio
@@ -82,12 +82,10 @@ class TrainConfig:
 def check_config(c: TrainConfig) -> None:
     """Raise ValueError with one clear sentence for a value the trainer cannot use."""
     resolve_terms(c.terms)  # raises with the valid names
-    if c.mode not in MODES:
-        raise ValueError(f"unknown relaxation mode {c.mode!r}; use one of {', '.join(MODES)}")
+    check_mode(c.mode)
     if c.amp not in AMP_CHOICES:
         raise ValueError(f"unknown --amp {c.amp!r}; use one of {', '.join(AMP_CHOICES)}")
-    if c.backend not in ("torch", "dali"):
-        raise ValueError(f"unknown --backend {c.backend!r}; use torch or dali")
+    check_backend(c.backend)
     if c.probe_modality not in PROBE_MODALITIES:
         raise ValueError(f"unknown --probe-modality {c.probe_modality!r}; use one of {', '.join(PROBE_MODALITIES)}")
     for name in ("batch_size", "epochs", "accumulate", "checkpoint_every", "log_every", "probe_every",

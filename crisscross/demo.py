@@ -27,6 +27,10 @@ from pathlib import Path
 
 import click
 
+from avshards.cli import main as avshards
+from crisscross.eval.cli import eval_group
+from crisscross.train_cli import train_command
+
 REPO = Path(__file__).resolve().parents[1]
 FETCH = REPO / "tools" / "fetch-public-media.sh"
 DEFAULT_MEDIA = Path(os.environ.get("AVSHARDS_MEDIA", Path.home() / ".cache" / "avshards-media"))
@@ -82,13 +86,14 @@ class Steps:
     def __init__(self, log: Path):
         self.log, self.commands = log, []
 
-    def run(self, group: click.Group, prog: str, *args: str) -> None:
+    def run(self, prog: str, command: click.Command, *args: str) -> None:
+        """``command`` (a click command or group) with ``args``, shown and recorded as ``prog ARGS``."""
         line = " ".join([prog, *map(shlex.quote, args)])
         click.secho(f"\n$ {line}", bold=True)
         self.commands.append(line)
         self.log.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + "\n".join(self.commands) + "\n")
         try:
-            group.main(args=list(args), prog_name=prog, standalone_mode=False)
+            command.main(args=list(args), prog_name=prog, standalone_mode=False)
         except click.exceptions.Exit as e:
             if e.exit_code:
                 raise click.ClickException(f"`{line}` exited with {e.exit_code}") from None
@@ -96,9 +101,6 @@ class Steps:
 
 def run_demo(out: Path, media: Path, steps: int) -> Path:
     """Run the demo into ``out``; return the report's markdown path."""
-    from avshards.cli import main as avshards
-    from crisscross.cli import main as crisscross
-
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
     media = fetch_media(media)
@@ -106,13 +108,13 @@ def run_demo(out: Path, media: Path, steps: int) -> Path:
     sound_csv = out / "sounds.csv"
     write_sound_list(media, sound_csv)
     s = Steps(out / "commands.sh")
-    s.run(avshards, "avshards", "build", "--src", str(media / "video"), "--out", str(shards))
-    s.run(avshards, "avshards", "inspect", str(shards))
-    s.run(avshards, "avshards", "preview", str(shards), "--out", str(out / "preview.png"))
-    s.run(crisscross, "crisscross", "train", str(shards), "--preset", "tiny-cpu", "--out", str(run),
+    s.run("avshards", avshards, "build", "--src", str(media / "video"), "--out", str(shards))
+    s.run("avshards", avshards, "inspect", str(shards))
+    s.run("avshards", avshards, "preview", str(shards), "--out", str(out / "preview.png"))
+    s.run("crisscross train", train_command, str(shards), "--preset", "tiny-cpu", "--out", str(run),
           "--steps", str(steps), "--device", "cpu")
-    s.run(avshards, "avshards", "build", "--src", str(sound_csv), "--out", str(sounds))
-    s.run(crisscross, "crisscross", "eval", "linear", str(run / "checkpoint.pt"), str(sounds),
+    s.run("avshards", avshards, "build", "--src", str(sound_csv), "--out", str(sounds))
+    s.run("crisscross eval", eval_group, "linear", str(run / "checkpoint.pt"), str(sounds),
           "--modality", "audio", "--with-baseline", "--name", "game-sounds", "--device", "cpu",
           "--label", f"CrissCross, tiny-cpu {steps} steps",
           "--train-clips", "4", "--test-clips", "2", "--out", str(evals))

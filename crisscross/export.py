@@ -1,4 +1,5 @@
-"""Export the two trained backbones alone, as safetensors, for downstream use.
+"""Trained models for downstream use: export the two backbones alone, as safetensors, and load a
+model for evaluation from a checkpoint or an export.
 
 ``export_backbones(checkpoint, out)`` writes::
 
@@ -8,6 +9,9 @@
 
 and :func:`load_backbones` reads them back into fresh modules. No projector or predictor is kept:
 downstream tasks (linear evaluation, fine-tuning, retrieval) use the backbones only.
+:func:`load_model` / :func:`load_model_or_random` give the whole model from a checkpoint, a run
+folder or an export folder (what ``crisscross eval`` and ``crisscross viz`` load). This module
+reads checkpoints (:mod:`crisscross.checkpoint`); the checkpoint module knows nothing of it.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Any
 
 import click
 import torch
+from safetensors.torch import load_file, save_file
 
 from crisscross import paper
-from crisscross.checkpoint import load_checkpoint
+from crisscross.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from crisscross.models import AudioBackbone, VideoBackbone, build_crisscross
 
 INFO_NAME = "backbones.json"
 FILES = {"video": "video_backbone.safetensors", "audio": "audio_backbone.safetensors"}
@@ -33,8 +39,6 @@ def _subdict(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 def export_backbones(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write the checkpoint's video and audio backbones to ``out``; return the folder."""
-    from safetensors.torch import save_file
-
     state = load_checkpoint(checkpoint)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,15 +79,39 @@ def read_info(folder: str | os.PathLike) -> dict[str, Any]:
 def load_backbones(folder: str | os.PathLike, pool: str = "avg"):
     """(VideoBackbone, AudioBackbone) with the exported weights, in eval mode. ``pool``: "avg"
     (as pretrained), "max" (the paper's evaluation) or "none" (conv5 maps)."""
-    from safetensors.torch import load_file
-
-    from crisscross.models import AudioBackbone, VideoBackbone
-
     read_info(folder)
     video, audio = VideoBackbone(pool=pool), AudioBackbone(pool=pool)
     video.load_state_dict(load_file(str(Path(folder) / FILES["video"])))
     audio.load_state_dict(load_file(str(Path(folder) / FILES["audio"])))
     return video.eval(), audio.eval()
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """A :class:`crisscross.models.CrissCross` with the weights of a checkpoint file, a run folder,
+    or a folder written by ``crisscross export`` (then only the backbones carry trained weights;
+    the projectors and predictors keep their initialisation). Returned in eval mode."""
+    path = Path(path)
+    if path.is_dir() and not (path / CHECKPOINT_NAME).exists():
+        info = read_info(path)
+        model = build_crisscross(projector_layers=info.get("projector_layers", paper.MODEL.proj_layers))
+        video, audio = load_backbones(path)
+        model.video_backbone.load_state_dict(video.state_dict())
+        model.audio_backbone.load_state_dict(audio.state_dict())
+        return model.eval()
+    state = load_checkpoint(path, map_location)
+    model = build_crisscross(projector_layers=state.get("config", {}).get("projector_layers", paper.MODEL.proj_layers))
+    model.load_state_dict(state["model"])
+    return model.to(map_location).eval()
+
+
+def load_model_or_random(checkpoint: str | os.PathLike | None, seed: int = 0):
+    """:func:`load_model`, or for None / "random" a seeded random initialisation (the same network
+    every time: the baseline that evaluation and visualisation set beside a checkpoint)."""
+    if checkpoint is not None and str(checkpoint) != "random":
+        return load_model(checkpoint)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_crisscross().eval()
 
 
 @click.command("export")

@@ -10,9 +10,9 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from crisscross import paper
-from crisscross.data.augment import (AudioAugParams, VideoAugParams, augment_audio, augment_audio_batch,
-                                     augment_video, augment_video_batch, draw_audio_params,
-                                     draw_video_params, eval_audio, eval_video, logmel)
+from crisscross.data.augment import (augment_audio, augment_audio_batch, augment_video, augment_video_batch,
+                                     eval_audio, eval_video, logmel)
+from crisscross.data.params import AudioAugParams, VideoAugParams, draw_audio_params, draw_video_params
 
 V, A = paper.VIDEO_AUG, paper.AUDIO_AUG
 MEAN = torch.tensor(paper.IMAGENET_MEAN).view(3, 1, 1, 1)

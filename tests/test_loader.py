@@ -12,8 +12,8 @@ import webdataset as wds
 from PIL import Image
 
 from avshards.format import MANIFEST_NAME, AVClip
-from crisscross.data.loader import (PrepareClip, augment_prepared, clip_rng, make_train_loader,
-                                    select_two_views)
+from crisscross.data.loader import augment_prepared, make_train_loader
+from crisscross.data.selection import PrepareClip, clip_rng, select_two_views
 from crisscross.data.views import sample_views
 
 

@@ -16,11 +16,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from crisscross.checkpoint import load_checkpoint, load_model, resolve_resume
+from crisscross.checkpoint import load_checkpoint, resolve_resume
 from crisscross.config import PRESETS, TrainConfig, preset_config
-from crisscross.export import export_backbones, export_command, load_backbones
+from crisscross.export import export_backbones, export_command, load_backbones, load_model
 from crisscross.monitor import collapse_std
-from crisscross.train import train, train_command
+from crisscross.train import train
+from crisscross.train_cli import train_command
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -157,7 +157,8 @@ def stage_costs(url: str, visits: int) -> dict:
     shard clip ``visits`` times: what the end-to-end ratio is made of."""
     from avshards.reader import open_shards
     from baseline_pyav import OnTheFlyTwoViews
-    from crisscross.data.loader import PrepareClip, augment_prepared, decode_jpegs
+    from crisscross.data.loader import augment_prepared, decode_jpegs
+    from crisscross.data.selection import PrepareClip
 
     def clock(fn: Callable[[], object]) -> float:
         t = time.process_time()         # all threads of this process (PyAV decodes in threads)

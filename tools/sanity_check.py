@@ -163,7 +163,7 @@ def main(out: Path, classes: int, pretrain_clips: int, probe_clips: int, terms: 
                            epoch_size=pretrain_clips, warmup_epochs=0.0, checkpoint_every=10_000,
                            terms=tuple(terms.split(",")))
     result = train(config)
-    from crisscross.checkpoint import load_model
+    from crisscross.export import load_model
 
     model = load_model(result.checkpoint)
     rows["pretrained"] = probe(features(model, sets["probe-train"]), features(model, sets["probe-test"]))

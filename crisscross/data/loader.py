@@ -3,15 +3,15 @@
 Stages (each a small function, composed by :func:`make_train_loader`)::
 
     DataLoader worker                                      | where the backend says
-    clip --select_two_views--> RawTwoViews (16 JPEG bytes, | decode 16 JPEGs (torchvision.io.decode_jpeg,
+    clip --PrepareClip--> RawTwoViews (16 JPEG bytes,      | decode 16 JPEGs (torchvision.io.decode_jpeg,
           two int16 audio slices) + drawn parameters       | nvJPEG on "cuda"), augment_video_batch,
-          (pure function of seed, epoch, clip key)         | augment_audio_batch -> {v1, v2, a1, a2}
+          (crisscross.data.selection: seed, epoch, key)    | augment_audio_batch -> {v1, v2, a1, a2}
 
 ``device="cpu"`` (default): the second half runs in the workers (inside the collate function), so
 the main process receives finished tensors. ``device="cuda"``: workers only move bytes and draw
 parameters; the main process decodes a whole batch with nvJPEG and augments on the GPU.
 ``decode_in_workers=False`` runs that split on the CPU too, which is how CI exercises it.
-``backend="dali"`` hands the same worker-side selection to :mod:`crisscross.data.dali_backend`.
+``backend="dali"`` hands the same worker-side selection to :mod:`crisscross.data.dali.feeder`.
 
 Clips without audio are skipped in the worker and counted (``stats["skipped_no_audio"]``); the
 stream (:class:`avshards.stream.ShardStream`) then reads on, wrapping around the worker's part, so
@@ -21,129 +21,25 @@ data, so a resumed epoch skips the same clips.
 
 from __future__ import annotations
 
-import io
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from avshards.format import AVClip
 from avshards.stream import ShardStream, StreamLoader
 from crisscross import paper
-from crisscross.data.augment import (AudioAugParams, VideoAugParams, augment_audio_batch,
-                                     augment_video_batch, draw_audio_params, draw_video_params)
-from crisscross.data.views import MODES, ViewStarts, sample_views
+from crisscross.data.augment import augment_audio_batch, augment_video_batch
+from crisscross.data.choices import check_backend, check_mode
+from crisscross.data.dali import inputs as dali_inputs
+from crisscross.data.selection import Prepared, PrepareClip
 from crisscross.paper import AudioAugSettings, VideoAugSettings
-
-BACKENDS = ("torch", "dali")
-
-
-class RawTwoViews(NamedTuple):
-    """What a worker hands over for one clip: the encoded frames of both views (each needed frame
-    once) and the two audio slices. ``v1[j]`` is the position in ``jpegs`` of view 1's frame j."""
-
-    key: str
-    starts: ViewStarts
-    size: tuple[int, int]               # (height, width) of the frames
-    jpegs: tuple[bytes, ...]            # distinct frames, in frame order
-    v1: tuple[int, ...]
-    v2: tuple[int, ...]
-    a1: np.ndarray                      # int16 [audio_samples], zero-padded past the clip's end
-    a2: np.ndarray
-
-
-class Prepared(NamedTuple):
-    """A selected clip plus the augmentation parameters of its two views."""
-
-    raw: RawTwoViews
-    video: tuple[VideoAugParams, VideoAugParams]
-    audio: tuple[AudioAugParams, AudioAugParams]
-
-
-def clip_rng(seed: int, epoch: int, key: str, visit: int = 0) -> np.random.Generator:
-    """The generator of one clip's views and augmentations: a pure function of (seed, epoch, key,
-    visit), so any worker, device or resumed run draws the same (crc32 is stable across processes).
-    ``visit`` counts earlier reads of the same clip in the epoch (a fixed epoch size larger than
-    the data, e.g. Table S10's 220K for Kinetics-Sound, reads every clip several times)."""
-    return np.random.default_rng([seed, epoch, zlib.crc32(key.encode()), visit])
-
-
-def window_indices(start: int, count: int, length: int) -> list[int]:
-    """``count`` frame indices from ``start``; past the clip's end the last frame repeats."""
-    return [min(start + i, length - 1) for i in range(count)]
-
-
-def audio_window(clip: AVClip, start: int, count: int) -> np.ndarray:
-    """``count`` int16 samples from ``start``, zero-padded past the clip's end."""
-    pcm = clip.pcm(start, count)            # a read-only view of the shard's bytes
-    return pcm.copy() if len(pcm) == count else np.pad(pcm, (0, count - len(pcm)))
-
-
-def frame_size(clip: AVClip) -> tuple[int, int]:
-    """(height, width) from the metadata, else from the first JPEG's header (no decode)."""
-    if clip.meta.get("height") and clip.meta.get("width"):
-        return int(clip.meta["height"]), int(clip.meta["width"])
-    from PIL import Image
-
-    width, height = Image.open(io.BytesIO(clip.jpeg([0])[0])).size
-    return height, width
-
-
-def select_two_views(clip: AVClip, mode: str, rng: np.random.Generator,
-                     video_frames: int = paper.VIDEO_FRAMES,
-                     audio_samples: int = int(paper.AUDIO_SECONDS * paper.SAMPLE_RATE)) -> RawTwoViews:
-    """Pick the two views of ``clip`` (see :func:`crisscross.data.views.sample_views`) and read only
-    their JPEG bytes and audio slices. Short clips repeat their last frame and zero-pad audio."""
-    starts = sample_views(clip.num_frames, clip.num_samples, mode, rng, video_frames, audio_samples,
-                          fps=int(clip.fps), sample_rate=clip.sample_rate)
-    i1 = window_indices(starts.v1, video_frames, clip.num_frames)
-    i2 = window_indices(starts.v2, video_frames, clip.num_frames)
-    distinct = sorted(set(i1) | set(i2))            # overlapping frames are read and decoded once
-    where = {f: j for j, f in enumerate(distinct)}
-    return RawTwoViews(clip.key, starts, frame_size(clip), tuple(clip.jpeg(distinct)),
-                       tuple(where[f] for f in i1), tuple(where[f] for f in i2),
-                       audio_window(clip, starts.a1, audio_samples), audio_window(clip, starts.a2, audio_samples))
-
-
-@dataclass
-class PrepareClip:
-    """The worker-side map: AVClip -> :class:`Prepared` (None for a clip without audio or frames).
-    Picklable; :class:`TrainLoader` sets ``epoch`` before workers start.
-
-    The draws depend on ``clip.visit``, the pass over the data the stream read the clip in (a
-    fixed epoch size larger than the data reads clips several times per epoch, each time with
-    fresh views); it is a function of the position, so a resumed epoch draws the same.
-    """
-
-    mode: str = "mild"
-    seed: int = 0
-    epoch: int = 0
-    video_frames: int = paper.VIDEO_FRAMES
-    audio_samples: int = int(paper.AUDIO_SECONDS * paper.SAMPLE_RATE)
-    video_settings: VideoAugSettings = paper.VIDEO_AUG
-    audio_settings: AudioAugSettings = paper.AUDIO_AUG
-
-    def __call__(self, clip: AVClip) -> Prepared | None:
-        if not clip.has_audio or clip.num_samples == 0 or clip.num_frames == 0:
-            return None             # the stream skips and counts it, and reads on to keep parts equal
-        rng = clip_rng(self.seed, self.epoch, clip.key, getattr(clip, "visit", 0))
-        raw = select_two_views(clip, self.mode, rng, self.video_frames, self.audio_samples)
-        h, w = raw.size
-        video = (draw_video_params(rng, h, w, self.video_settings), draw_video_params(rng, h, w, self.video_settings))
-        steps = self.audio_samples // self.audio_settings.hop_length + 1
-        n_mels = self.audio_settings.n_mels
-        audio = (draw_audio_params(rng, n_mels, steps, self.audio_settings),
-                 draw_audio_params(rng, n_mels, steps, self.audio_settings))
-        return Prepared(raw, video, audio)
 
 
 def decode_jpegs(jpegs: Sequence[bytes], device: str | torch.device = "cpu") -> list[torch.Tensor]:
     """Decode JPEG bytes to uint8 [3, H, W] tensors on ``device`` (one nvJPEG batch on CUDA)."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in jpegs]
     if not data:
         return []
@@ -210,7 +106,7 @@ class TrainLoader:
         extra = {"prefetch_factor": 4, "pin_memory": self.device.type == "cuda"} if num_workers else {}
         self.batches = StreamLoader(stream, batch_size, num_workers, collate, **extra)
         self._stats = self.batches.stats
-        self._dali = _dali_augmenter(batch_size, self.device, prepare) if backend == "dali" else None
+        self._dali = _dali_feeder(batch_size, self.device, prepare) if backend == "dali" else None
 
     @property
     def epoch(self) -> int:
@@ -243,7 +139,7 @@ class TrainLoader:
     def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Decode/augment in this process when the workers did not; move to the device."""
         if self._dali is not None:
-            return self._dali([dali_selection(it) for it in batch["items"]]) | {"keys": batch["keys"]}
+            return self._dali([dali_inputs.from_prepared(it) for it in batch["items"]]) | {"keys": batch["keys"]}
         if not self.decode_in_workers:
             out = augment_prepared(batch["items"], self.device, self.prepare.video_settings,
                                    self.prepare.audio_settings)
@@ -258,40 +154,18 @@ class TrainLoader:
             yield self._finish(batch)
 
 
-def dali_selection(item: Prepared) -> dict[str, Any]:
-    """One clip in the form :class:`crisscross.data.dali_backend.DaliAugmenter` takes, with this
-    backend's drawn parameters injected (so DALI and torch see the same views and resume alike)."""
-    raw = item.raw
-    video = {}
-    for name, p in zip(("v1", "v2"), item.video):
-        video[name] = {"crop": list(p.crop), "flip": int(p.flip), "jitter": list(p.jitter),
-                       "order": list(p.jitter_order), "gray": int(p.grayscale), "sigma": p.blur_sigma or 0.0,
-                       "cutout": list(p.cutout or (0, 0, 0))}
-    audio = {}
-    for name, p in zip(("a1", "a2"), item.audio):
-        audio[name] = {"volume": p.volume, "masks": [v for m in p.freq_masks + p.time_masks for v in m],
-                       "crop": list(p.crop or (0, 0, 0, 0))}
-    return {"jpeg": [raw.jpegs[j] for j in raw.v1 + raw.v2],
-            "a1": np.asarray(raw.a1, np.float32) / 32768.0, "a2": np.asarray(raw.a2, np.float32) / 32768.0,
-            "params": video | audio}
-
-
-def _dali_augmenter(batch_size: int, device: torch.device, prepare: PrepareClip):
-    backend = _import_dali_backend()
-    return backend.DaliAugmenter(batch_size, device="gpu" if device.type == "cuda" else "cpu", params="inject",
-                                 video_frames=prepare.video_frames,
-                                 audio_seconds=prepare.audio_samples / paper.SAMPLE_RATE,
-                                 seed=prepare.seed, device_id=device.index or 0,
-                                 video=prepare.video_settings, audio=prepare.audio_settings)
-
-
-def _import_dali_backend():
-    try:
-        from crisscross.data import dali_backend
+def _dali_feeder(batch_size: int, device: torch.device, prepare: PrepareClip):
+    """The DALI external-source augmenter for ``--backend dali``."""
+    try:        # here, not at the top: DALI is optional, and only this backend needs it
+        from crisscross.data.dali import feeder
     except ImportError as err:
         raise ImportError(f"--backend dali needs NVIDIA DALI ({err}); install it with "
                           "`pip install 'crisscross-av[dali]'`, or use --backend torch.") from err
-    return dali_backend
+    return feeder.DaliAugmenter(batch_size, device="gpu" if device.type == "cuda" else "cpu",
+                                video_frames=prepare.video_frames,
+                                audio_seconds=prepare.audio_samples / paper.SAMPLE_RATE,
+                                device_id=device.index or 0, video=prepare.video_settings,
+                                audio=prepare.audio_settings)
 
 
 def make_train_loader(url: str, batch_size: int, num_workers: int = 2, mode: str = "mild",
@@ -309,10 +183,8 @@ def make_train_loader(url: str, batch_size: int, num_workers: int = 2, mode: str
     ``shuffle_buffer``: samples shuffled together inside each worker's part (avshards.stream);
     ``rank`` / ``world_size`` default to torch.distributed, else RANK / WORLD_SIZE, else 0 / 1.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown view mode {mode!r}; choose one of {', '.join(MODES)}")
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_mode(mode)
+    check_backend(backend)
     if batch_size < 1:
         raise ValueError(f"batch size {batch_size} must be at least 1")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():

@@ -96,6 +96,7 @@ def video_inputs(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool
     """Clips of ``spec.frames`` frames from each start -> float [n, 3, T, S, S] (short clips repeat
     their last frame)."""
     from crisscross.data import augment as aug
+    from crisscross.data.params import draw_video_params
 
     if clip.num_frames == 0:
         raise EvalError(f"sample {clip.key!r} has no video frames; evaluate it with --modality audio")
@@ -105,7 +106,7 @@ def video_inputs(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool
     if augment:
         settings = dataclasses.replace(paper.VIDEO_AUG_EVAL_TRAIN, crop_size=spec.crop_size)
         h, w = clips[0].shape[1:3]
-        params = [aug.draw_video_params(rng, h, w, settings) for _ in clips]
+        params = [draw_video_params(rng, h, w, settings) for _ in clips]
         return aug.augment_video_batch(clips, params, settings)
     settings = dataclasses.replace(paper.VIDEO_AUG, crop_size=spec.crop_size)
     # Resize the short side by the same ratio as the paper's 112 -> 128 (centre crop = 87.5%).
@@ -118,6 +119,7 @@ def audio_inputs(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool
     """Log-mels of ``spec.audio_seconds`` from each start -> [n, 1, 80, steps] (zero-padded when the
     clip is shorter; silence when it has no audio)."""
     from crisscross.data import augment as aug
+    from crisscross.data.params import draw_audio_params
 
     length = int(round(spec.audio_seconds * clip.sample_rate))
     waves = torch.zeros(len(starts), length)
@@ -127,7 +129,7 @@ def audio_inputs(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool
     if augment:
         settings = paper.AUDIO_AUG_EVAL_TRAIN
         steps = length // settings.hop_length + 1
-        params = [aug.draw_audio_params(rng, settings.n_mels, steps, settings) for _ in starts]
+        params = [draw_audio_params(rng, settings.n_mels, steps, settings) for _ in starts]
         return aug.augment_audio_batch(waves, params, settings, clip.sample_rate)
     return aug.eval_audio(waves, paper.AUDIO_AUG, clip.sample_rate)
 
@@ -148,7 +150,7 @@ def load_backbones(checkpoint: str | None, device: str | torch.device = "cpu", s
                    ) -> dict[str, nn.Module]:
     """The frozen video and audio backbones of ``checkpoint``; "random" or None gives the
     random-initialisation baseline (seeded, so it is the same network every time)."""
-    from crisscross.checkpoint import load_model_or_random
+    from crisscross.export import load_model_or_random
 
     try:
         model = load_model_or_random(checkpoint, seed)

@@ -51,7 +51,7 @@ def load_crisscross(checkpoint: str | None, device: str | torch.device = "cpu", 
     """The whole model (backbones, projectors, predictors: the cross-modal score needs them) of a
     checkpoint, or a seeded random initialisation for None / "random" (the same network
     :func:`crisscross.eval.features.load_backbones` builds)."""
-    from crisscross.checkpoint import load_model_or_random
+    from crisscross.export import load_model_or_random
 
     try:
         model = load_model_or_random(checkpoint, seed)
