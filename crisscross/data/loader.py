@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from avshards.format import AVClip
-from avshards.stream import ShardStream, StreamLoader
+from avshards.stream import Lacks, ShardStream, StreamLoader
 from crisscross import paper
 from crisscross.data.augment import (AudioAugParams, VideoAugParams, augment_audio_batch,
                                      augment_video_batch, draw_audio_params, draw_video_params)
@@ -129,7 +129,7 @@ class PrepareClip:
     def __call__(self, clip: AVClip) -> Prepared | None:
         if not clip.has_audio or clip.num_samples == 0 or clip.num_frames == 0:
             return None             # the stream skips and counts it, and reads on to keep parts equal
-        rng = clip_rng(self.seed, self.epoch, clip.key, getattr(clip, "visit", 0))
+        rng = clip_rng(self.seed, self.epoch if clip.epoch is None else clip.epoch, clip.key, clip.visit)
         raw = select_two_views(clip, self.mode, rng, self.video_frames, self.audio_samples)
         h, w = raw.size
         video = (draw_video_params(rng, h, w, self.video_settings), draw_video_params(rng, h, w, self.video_settings))
@@ -324,5 +324,5 @@ def make_train_loader(url: str, batch_size: int, num_workers: int = 2, mode: str
     prepare = PrepareClip(mode, seed, 0, video_frames, int(round(audio_seconds * paper.SAMPLE_RATE)),
                           video_settings, audio_settings)
     stream = ShardStream(url, seed=seed, shuffle_buffer=shuffle_buffer, epoch_size=epoch_size,
-                         map_fn=prepare, rank=rank, world_size=world_size)
+                         map_fn=prepare, rank=rank, world_size=world_size, skip=Lacks("mjpeg", "wav"))
     return TrainLoader(stream, prepare, batch_size, num_workers, device, decode_in_workers, backend)
