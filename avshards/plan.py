@@ -12,9 +12,10 @@ See docs/streaming.md for the reasons; in short:
 - **Parts.** The positions still to read, in that order, are cut into ``world_size * num_workers``
   contiguous parts of equal length (:func:`part_positions`): every part holds chunks from all over
   the epoch. The remainder is dropped, or with ``pad`` the parts wrap around.
-- **Emission.** A part is read in blocks of ``shuffle_buffer`` positions, each block emitted in the
-  order ``permutation(seed, epoch, generation, rank, worker, block, round)`` (:func:`emission_order`);
-  round ``r > 0`` reads the part again to replace items that were skipped or lost.
+- **Emission.** A part is read in blocks of ``shuffle_buffer`` positions, each block emitted in a
+  seeded order (seed, epoch, generation, rank, worker, block, round) that deals the members of a
+  chunk far apart (:func:`emission_order`, :func:`spread`); round ``r > 0`` reads the part again to
+  replace items that were skipped or lost.
 - **Consumption.** A reader's position is (read, yielded): the first ``read`` entries it emitted
   are consumed. An epoch read under several layouts (an elastic resume: other world size, workers or
   buffer) is a list of *generations*; :func:`consumed_mask` replays them, and the next layout
@@ -105,16 +106,31 @@ def part_positions(remaining: np.ndarray, reader: int, layout: Layout) -> np.nda
 
 def emission_order(length: int, layout: Layout, seed: int, epoch: int, generation: int, rank: int,
                    worker: int, rnd: int) -> np.ndarray:
-    """Indices into a part of ``length`` positions in the order round ``rnd`` emits them."""
+    """Indices into a part of ``length`` positions in the order round ``rnd`` emits them: each
+    block of ``shuffle_buffer`` positions is :func:`spread` by its own seed."""
     order = np.arange(length)
     if not layout.shuffled:
         return order
     b = layout.block
     for i, lo in enumerate(range(0, length, b)):
-        hi = min(length, lo + b)
+        n = min(length, lo + b) - lo
         rng = np.random.default_rng([seed, epoch, generation, rank, worker, i, rnd])
-        order[lo:hi] = lo + rng.permutation(hi - lo)
+        order[lo:lo + n] = lo + spread(n, layout.chunk, rng)
     return order
+
+
+def spread(n: int, chunk: int, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of ``range(n)`` that keeps the members of a chunk far apart.
+
+    The entries, in groups of ``chunk`` consecutive ones (a chunk read with one request), are put
+    in a random group order and emitted in ``chunk`` sweeps: first member of every group, then the
+    second, ... So two clips of one chunk (often of one source) are ``n / chunk`` places apart, and
+    a batch of at most that many never holds two of them; each batch draws from that many chunks.
+    """
+    groups = -(-n // chunk)
+    grid = np.arange(groups * chunk).reshape(groups, chunk)[rng.permutation(groups)]
+    flat = grid.T.ravel()
+    return flat[flat < n]
 
 
 def remaining_positions(size: int, seed: int, epoch: int, layout: Layout,

@@ -549,6 +549,10 @@ class StreamLoader:
         self.last_epoch_stats: dict[str, int] = {}   # .stats of the last epoch that ran to its end
         self._live: Iterator | None = None
         self._new_epoch()
+        if self.layout.shuffled and self.layout.shuffle_buffer < self.layout.chunk * batch_size:
+            log.warning("avshards: a batch of %d mixes at most shuffle_buffer / chunk = %d chunks of the epoch; "
+                        "use shuffle_buffer >= %d for batches as mixed as an i.i.d. shuffle (docs/streaming.md)",
+                        batch_size, self.layout.shuffle_buffer // self.layout.chunk, self.layout.chunk * batch_size)
         summary = self.summary
         if summary["dropped"] or summary["padded"]:
             log.info("avshards: %d samples per epoch over %d rank(s) x %d worker(s): %d dropped, %d padded",

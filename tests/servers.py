@@ -31,6 +31,13 @@ class RangeHandler(SimpleHTTPRequestHandler):
         pass
 
     def send_head(self):
+        if self.path == "/__requests__":    # how many requests were served (for benchmarks)
+            body = json.dumps({"requests": self.server.requests}).encode()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
         self.server.requests += 1
         if self.server.failures_left > 0:   # a flaky server: answer 503 a few times
             self.server.failures_left -= 1
