@@ -109,8 +109,8 @@ def epochs(tree: Path, url: str, work: str, workers: int, batch_size: int, repea
     args = {"url": url, "work": work, "workers": workers, "batch_size": batch_size, "repeat": repeat,
             "shuffle_buffer": 256}
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(args)], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(args)], env=env, cwd=tree, check=True,
+                         capture_output=True, text=True).stdout   # cwd: "-c" puts it first on sys.path
     return json.loads(out.strip().splitlines()[-1])
 
 
