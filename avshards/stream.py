@@ -185,8 +185,10 @@ class _PartReader:
                     self.lost_seen += lost
                     yield None, {**self.state(read, yielded, done=False), "progress": True}
                 for j in range(i, hi):
-                    item = items[int(order[j])]
+                    item = items.pop(int(order[j]))
                     read, since = read + 1, since + 1
+                    if item is not _LOST and item is not _SKIPPED and self.s.map_fn is not None:
+                        item = _SKIPPED if (mapped := self.s.map_fn(item)) is None else mapped
                     if item is _LOST or item is _SKIPPED:
                         if rnd == 0:
                             self.counts["lost" if item is _LOST else "skipped"] += 1
@@ -212,7 +214,8 @@ class _PartReader:
 
     # reading -----------------------------------------------------------------------------------
     def read_entries(self, entries: np.ndarray) -> dict[int, Any]:
-        """Items (or _SKIPPED / _LOST) for these part indices, read in runs of consecutive samples."""
+        """Clips (or _SKIPPED / _LOST) for these part indices, read in runs of consecutive samples.
+        ``map_fn`` runs later, as each clip is emitted: the expensive work follows the consumer."""
         p, out = self.part, {}
         wanted = np.sort(entries)
         for run in np.split(wanted, _run_breaks(wanted, p)) if len(wanted) else []:
@@ -220,12 +223,7 @@ class _PartReader:
             url, visit = self.s.shards[int(p.shard[first])].url, int(p.passes[first])
             raws = {} if url in self.failed else self.read_run(url, run)
             for k, raw in raws.items():
-                if raw is _SKIPPED:
-                    out[k] = raw
-                    continue
-                clip = AVClip.from_sample(raw, epoch=p.epoch, visit=visit)
-                item = clip if self.s.map_fn is None else self.s.map_fn(clip)
-                out[k] = _SKIPPED if item is None else item
+                out[k] = raw if raw is _SKIPPED else AVClip.from_sample(raw, epoch=p.epoch, visit=visit)
             for k in run.tolist():
                 out.setdefault(k, _LOST)
         return out

@@ -32,13 +32,14 @@ class RangeHandler(SimpleHTTPRequestHandler):
 
     def send_head(self):
         if self.path == "/__requests__":    # how many requests were served (for benchmarks)
-            body = json.dumps({"requests": self.server.requests}).encode()
+            body = json.dumps({"requests": self.server.requests, "ranged": self.server.ranged}).encode()
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
             return None
         self.server.requests += 1
+        self.server.ranged += "Range" in self.headers
         if self.server.failures_left > 0:   # a flaky server: answer 503 a few times
             self.server.failures_left -= 1
             self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
@@ -112,6 +113,7 @@ class HttpServer:
         self.server.cut_next = 0
         self.server.cut_half = False
         self.server.requests = 0
+        self.server.ranged = 0           # requests with a Range header: sample reads
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -11,8 +11,9 @@ checkout of an older commit, e.g. ``git worktree add /tmp/avshards-85eda97 85eda
 versions are measured side by side on the same shards, servers and machine. Two kinds of work:
 ``io`` hands the raw clips to the main process (pure reading); ``decode16`` decodes 16 frames per
 clip in the workers, as the training loader does. Reports the best of ``--repeat`` epochs as
-samples/s and MB/s (shard bytes / wall time), and the HTTP requests per worker (counted by the
-server). ``--mixing`` prints the label mixing of the plan at Kinetics-400 scale instead (no I/O).
+samples/s and MB/s (shard bytes / wall time), and the ranged requests per worker and epoch: counted
+by the HTTP server (both versions; the new one's workers also read one block of the next epoch
+ahead before they stop, which this count includes) and by the stream (``stats["requests"]``, new). ``--mixing`` prints the label mixing of the plan at Kinetics-400 scale instead (no I/O).
 """
 
 from __future__ import annotations
@@ -98,10 +99,11 @@ print(json.dumps({"seconds": best[0], "samples": best[1], "stats": best[2]}))
 
 
 def http_requests(url: str) -> int:
+    """Ranged requests (sample reads) the benchmark's HTTP server has answered so far."""
     import urllib.request
 
     with urllib.request.urlopen(url.rstrip("/") + "/__requests__") as resp:
-        return json.loads(resp.read())["requests"]
+        return json.loads(resp.read())["ranged"]
 
 
 def epochs(tree: Path, url: str, work: str, workers: int, batch_size: int, repeat: int) -> dict:
@@ -209,7 +211,7 @@ def main(clips: int, shards: int, seconds: float, batch_size: int, repeat: int, 
                 for version, tree in trees.items():     # side by side: same shards, servers, minute
                     before = http_requests(urls["http"])
                     best = epochs(tree, urls[source], work, workers, batch_size, repeat)
-                    served = http_requests(urls["http"]) - before - 1
+                    served = http_requests(urls["http"]) - before
                     rows.append({"work": work, "source": source, "workers": workers, "version": version,
                                  "samples": best["samples"], "seconds": round(best["seconds"], 3),
                                  "samples_per_s": round(best["samples"] / best["seconds"], 1),
