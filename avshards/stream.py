@@ -221,15 +221,14 @@ class _PartReader:
         for run in np.split(wanted, _run_breaks(wanted, p)) if len(wanted) else []:
             first = int(run[0])
             url, visit = self.s.shards[int(p.shard[first])].url, int(p.passes[first])
-            raws = {} if url in self.failed else self.read_run(url, run)
-            for k, raw in raws.items():
-                out[k] = raw if raw is _SKIPPED else AVClip.from_sample(raw, epoch=p.epoch, visit=visit)
+            out.update({} if url in self.failed else self.read_run(url, run, visit))
             for k in run.tolist():
                 out.setdefault(k, _LOST)
         return out
 
-    def read_run(self, url: str, run: np.ndarray) -> dict[int, Any]:
-        """Raw samples (or _SKIPPED) of one run; on a read error the shard is given up for the epoch."""
+    def read_run(self, url: str, run: np.ndarray, visit: int) -> dict[int, Any]:
+        """Clips (or _SKIPPED) of one run; on a read error (or an undecodable sample) the shard is
+        given up for the epoch."""
         raws: dict[int, Any] = {}
         try:
             index = self.index(url)
@@ -238,7 +237,8 @@ class _PartReader:
                 if self.s.skip is not None and n < len(index) and self.s.skip(index[n]):
                     raws[k] = _SKIPPED
                 else:
-                    raws[k] = self.sample(url, index, n, int(self.part.run_stop[k]))
+                    raw = self.sample(url, index, n, int(self.part.run_stop[k]))
+                    raws[k] = AVClip.from_sample(raw, epoch=self.part.epoch, visit=visit)
         except SchemaError:
             raise
         except Exception as err:  # transient after retries, truncation, object gone: skip the shard

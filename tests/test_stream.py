@@ -264,3 +264,33 @@ def test_clips_read_in_several_passes_of_one_epoch_know_their_pass(shards):
     assert len(seen) == 2 * total and set(seen.values()) == {1}
     assert {visit for _, visit in seen} == {0, 1}
     assert {key for key, visit in seen if visit == 0} == {key for key, visit in seen if visit == 1}
+
+
+def test_skip_drops_samples_from_the_index_before_reading_them(tmp_path):
+    """Clips without audio are skipped from their index entry: their bytes are never read (here
+    their json is garbage of the same size, which reading would trip over)."""
+    import webdataset as wds
+
+    from synth import synthetic_clip
+
+    from avshards.index import scan_tar
+    from avshards.stream import Lacks
+
+    path = tmp_path / "shards-000000.tar"
+    with wds.TarWriter(str(path), mtime=0) as sink:
+        for i in range(12):
+            sink.write(synthetic_clip(f"clip{i:06d}", 0.25, has_audio=i % 3 != 1, seed=i))
+    with open(path, "r+b") as f:
+        for entry in scan_tar(str(path)):
+            if "wav" not in entry.members:
+                offset, size = entry.members["json"]
+                f.seek(offset)
+                f.write(b"{" * size)
+    write_index(str(path))
+    loader = StreamLoader(ShardStream(str(tmp_path), seed=1, shuffle_buffer=8, chunk=2, skip=Lacks("wav")),
+                          batch_size=4)
+    got = keys(loader)
+    stats = loader.last_epoch_stats
+    assert all(int(k[-6:]) % 3 != 1 for k in got) and len(got) == 12      # made up by substitutes
+    assert stats["skipped"] == 4 and stats["substituted"] == 4
+    assert Lacks("mjpeg", "wav")(scan_tar(str(path))[0]) is False and Lacks("wav")(scan_tar(str(path))[1])
