@@ -1,8 +1,10 @@
 """``avshards build``: sources -> shards (parallel, resumable, reproducible) + manifest + failure list.
 
-Videos are assigned to shards in contiguous blocks of ``videos_per_shard`` in source order, so a
-shard's content depends only on the source list and the options, never on timing or worker count.
-Each shard is one task (:func:`avshards.writer.build_shard`) in a process pool.
+The source list is first put in a seeded random order (``shuffle``, ``seed``), so a shard holds a
+mix of classes rather than one class folder; then videos are assigned to shards in contiguous
+blocks of ``videos_per_shard`` of that order, so a shard's content depends only on the source
+list, the seed and the options, never on timing or worker count. Each shard is one task
+(:func:`avshards.writer.build_shard`) in a process pool.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
 
 from avshards import ray_engine
 from avshards.errors import BuildError
@@ -80,6 +84,15 @@ def plan_shards(items: Sequence[SourceItem], out: str, videos_per_shard: int,
     return specs
 
 
+def build_order(items: Sequence[SourceItem], shuffle: bool = True, seed: int = 0) -> list[SourceItem]:
+    """The order videos are written in: a permutation seeded by ``seed`` (a pure function of the
+    list), or the source order itself. Class folders and CSVs list a class's videos together;
+    written that way, a shard would hold one or two classes."""
+    if not shuffle:
+        return list(items)
+    return [items[i] for i in np.random.default_rng(seed).permutation(len(items)).tolist()]
+
+
 def sources_digest(items: Sequence[SourceItem]) -> str:
     """A fingerprint of the source list: a resumed build must see the same one."""
     h = hashlib.sha1()
@@ -110,7 +123,7 @@ def _check_resumable(out: str, build_info: dict[str, Any]) -> None:
         return
     with open(path) as f:
         old = json.load(f).get("build", {})
-    keys = ("options", "sources_digest", "videos_per_shard")
+    keys = ("options", "sources_digest", "videos_per_shard", "shuffle", "seed")
     if any(old.get(k) != build_info[k] for k in keys):
         raise BuildError(f"{out} holds shards built from other sources or options; "
                          "add --overwrite to rebuild them, or choose another --out.")
@@ -206,13 +219,15 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
           videos_per_shard: int = DEFAULT_VIDEOS_PER_SHARD, workers: int | None = None,
           timeout: float = DEFAULT_TIMEOUT, overwrite: bool = False, progress: bool = True,
           engine: str = "local", ray_address: str | None = None,
-          staging: str | os.PathLike | None = None) -> BuildReport:
+          staging: str | os.PathLike | None = None, shuffle: bool = True, seed: int = 0) -> BuildReport:
     """Transcode ``src`` (folder, CSV, list file, glob, or a list of SourceItem) into shards in ``out``.
 
     ``out`` is a folder or ``s3://bucket/prefix/`` (shards staged in ``staging``, then uploaded;
     see :mod:`avshards.outputs`). ``engine``: "local" (a process pool of ``workers``) or "ray"
     (one Ray task per shard, on the cluster at ``ray_address`` or a local instance; see
     :mod:`avshards.ray_engine`). Both run the same shard function: the shards are identical.
+    ``shuffle``: write the videos in the order :func:`build_order` ``(seed)`` gives (default), not
+    in source order (which keeps each class folder together).
 
     Returns a :class:`BuildReport`. Raises :class:`BuildError` / ``SourceError`` /
     ``MissingFFmpeg`` for problems the user must fix; failing videos are reported, not raised.
@@ -242,7 +257,8 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
     build_info = {"options": {"short_side": short_side, "quality": quality, "clip_seconds": float(clip_seconds),
                               "fps": FPS, "sample_rate": SAMPLE_RATE},
                   "videos_per_shard": videos_per_shard, "sources_digest": sources_digest(items),
-                  "num_sources": len(items), "ffmpeg": ffmpeg_version}
+                  "num_sources": len(items), "ffmpeg": ffmpeg_version, "shuffle": shuffle, "seed": seed}
+    items = build_order(items, shuffle, seed)
     specs = plan_shards(items, out, videos_per_shard, options)
     if overwrite:
         _remove_stale(out, specs)

@@ -92,8 +92,12 @@ def configure_logging(verbose: int) -> None:
 @click.option("--staging", type=click.Path(file_okay=False), default=None,
               help="With --out s3://...: local folder where shards are written before upload "
                    "[default: one under the system's temporary folder, named after the URL].")
+@click.option("--shuffle/--no-shuffle", default=True, show_default=True,
+              help="Write the videos in a seeded random order, so shards mix classes (--no-shuffle: source "
+                   "order, i.e. one class folder after the other).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the --shuffle order.")
 def build_command(src, out, root, short_side, quality, clip_seconds, videos_per_shard, workers, timeout,
-                  overwrite, quiet, dataset, split, engine, ray_address, staging) -> None:
+                  overwrite, quiet, dataset, split, engine, ray_address, staging, shuffle, seed) -> None:
     """Transcode videos into shards: 16 fps JPEG frames + 16 kHz mono audio per clip.
 
     A killed build, run again, skips the finished shards; failing videos are listed in
@@ -115,7 +119,7 @@ def build_command(src, out, root, short_side, quality, clip_seconds, videos_per_
         report = build(src, out, root=root, short_side=short_side, quality=quality, clip_seconds=clip_seconds,
                        videos_per_shard=videos_per_shard, workers=workers, timeout=timeout,
                        overwrite=overwrite, progress=not quiet, engine=engine, ray_address=ray_address,
-                       staging=staging)
+                       staging=staging, shuffle=shuffle, seed=seed)
     except KeyboardInterrupt:
         fail(f"interrupted; run the same command again to resume (finished shards in {out} are kept).",
              Exit.INTERRUPTED)

@@ -152,23 +152,34 @@ def _http_open(url: str, start: int = 0, stop: int | None = None, method: str = 
         raise _http_error(url, err) from None
 
 
+def _check_ranged(url: str, resp, start: int, stop: int | None) -> None:
+    """A ranged request must get 206 (or 200 for a range that is the whole object).
+
+    A server that ignores Range answers 200 with the whole object; cutting it ourselves would
+    download every shard in full for every sample range, so it is refused in one sentence.
+    """
+    if not (start or stop is not None) or resp.status == 206:
+        return
+    length = resp.headers.get("Content-Length")
+    if start == 0 and stop is not None and length is not None and int(length) == stop:
+        return
+    resp.close()
+    raise ShardAccessError(f"{url}: the server ignores HTTP Range requests; serve the shards with "
+                           "a server that supports them (nginx, S3, ...).")
+
+
 def _http_read(url: str, start: int, stop: int | None) -> bytes:
     with _http_open(url, start, stop) as resp:
+        _check_ranged(url, resp, start, stop)
         try:
-            data = resp.read()
+            return resp.read()
         except Exception as err:  # reset (OSError) or short body (http.client.IncompleteRead)
             raise TransientError(f"{url}: {err}") from None
-    if (start or stop is not None) and resp.status != 206:  # server ignored Range: cut it ourselves
-        data = data[start:stop]
-    return data
 
 
 def _http_stream(url: str, start: int, stop: int | None) -> IO[bytes]:
     resp = _http_open(url, start, stop)
-    if start and resp.status != 206:
-        resp.close()
-        raise ShardAccessError(f"{url}: the server ignores HTTP Range requests; serve the shards with "
-                               "a server that supports them (nginx, S3, ...).")
+    _check_ranged(url, resp, start, stop)
     return resp
 
 
@@ -430,6 +441,76 @@ def open_stream(url: str, start: int = 0, stop: int | None = None, retries: int 
     One request; the body arrives as it is read, so memory stays small whatever the range.
     """
     return with_retries(lambda: scheme(url).stream(url, start, stop), retries, backoff)
+
+
+class ResumingStream:
+    """Bytes ``[start, stop)`` of ``url`` read sequentially, surviving broken connections.
+
+    One request serves the whole range; when it fails mid-body (connection reset, server
+    restart, a response that ends early) the rest is requested again from the byte where it
+    stopped, so nothing is read twice or lost. ``retries`` bounds the failures in a row without
+    a byte of progress (sleeping ``backoff * 2**i`` before each new try); then
+    :class:`TransientError` is raised. ``requests`` counts the requests made. A local file that
+    ends early is truncated, not transient: its short read is returned at once.
+    """
+
+    def __init__(self, url: str, start: int = 0, stop: int | None = None, retries: int = RETRIES,
+                 backoff: float = BACKOFF):
+        self.url, self.pos, self.stop = url, start, stop
+        self.retries, self.backoff = retries, backoff
+        self.requests, self.resumed = 0, 0
+        self._body: IO[bytes] | None = None
+        self._failures = 0
+        self._open()
+
+    def _open(self) -> None:
+        while True:
+            try:
+                self.requests += 1
+                self._body = scheme(self.url).stream(self.url, self.pos, self.stop)
+                return
+            except TransientError:
+                self._failed()
+
+    def _failed(self) -> None:
+        """Count a failure without progress; sleep before the next try, or give up."""
+        self._failures += 1
+        if self._failures > self.retries:
+            raise TransientError(f"{self.url}: {self.retries} retries at byte {self.pos} failed") from None
+        time.sleep(self.backoff * 2 ** (self._failures - 1))
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` bytes (fewer only where the object or the range ends)."""
+        parts: list[bytes] = []
+        left = n if self.stop is None else min(n, self.stop - self.pos)
+        while left > 0:
+            try:
+                data = self._body.read(left)
+                if not data and (self.stop is None or scheme_of(self.url) == "file"):
+                    break                          # the end of the object (or a truncated file)
+                if not data:
+                    raise TransientError("the response ended early")
+            except Exception as err:  # urllib and botocore raise several types for a reset mid-body
+                if isinstance(err, ShardAccessError):
+                    raise
+                self.close()
+                self._failed()
+                self.resumed += 1
+                self._open()
+                continue
+            parts.append(data)
+            self.pos += len(data)
+            left -= len(data)
+            self._failures = 0
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if self._body is not None:
+            try:
+                self._body.close()
+            except Exception:  # closing a broken connection may raise; it is gone either way
+                pass
+            self._body = None
 
 
 def read_exact(stream: IO[bytes], n: int) -> bytes:

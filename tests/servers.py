@@ -1,7 +1,8 @@
 """Real servers on 127.0.0.1 for tests and benchmarks: an S3 server (moto) and a Range-capable HTTP server.
 
 Both start on a free port, run in a thread of this process and can be stopped mid-test (to
-simulate an outage). The S3 server checks credentials (moto's ``INITIAL_NO_AUTH_ACTION_COUNT=0``)
+simulate an outage); the HTTP server can also restart on its port, drop connections half-way
+through responses, or be Python's plain ``http.server`` (which ignores Range). The S3 server checks credentials (moto's ``INITIAL_NO_AUTH_ACTION_COUNT=0``)
 and comes with a real IAM user whose keys :meth:`S3Server.env` returns, so wrong keys fail as on AWS.
 
     with S3Server() as s3, HttpServer(folder) as http:
@@ -30,6 +31,15 @@ class RangeHandler(SimpleHTTPRequestHandler):
         pass
 
     def send_head(self):
+        if self.path == "/__requests__":    # how many requests were served (for benchmarks)
+            body = json.dumps({"requests": self.server.requests, "ranged": self.server.ranged}).encode()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
+        self.server.requests += 1
+        self.server.ranged += "Range" in self.headers
         if self.server.failures_left > 0:   # a flaky server: answer 503 a few times
             self.server.failures_left -= 1
             self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
@@ -62,6 +72,9 @@ class RangeHandler(SimpleHTTPRequestHandler):
         if self.server.cut_next:             # drop the connection mid-body, once
             left, self.server.cut_next = min(left, self.server.cut_next), 0
             self.close_connection = True
+        elif self.server.cut_half and left > 1024:   # drop every long response half-way
+            left //= 2
+            self.close_connection = True
         while left > 0:
             data = source.read(min(left, 1 << 20))
             if not data:
@@ -71,19 +84,57 @@ class RangeHandler(SimpleHTTPRequestHandler):
         self._left = None
 
 
-class HttpServer:
-    """Serve ``folder`` at ``self.url`` (http://127.0.0.1:PORT) until :meth:`stop`."""
+class PlainHandler(SimpleHTTPRequestHandler):
+    """Python's own file handler, as ``python -m http.server`` runs it: it ignores Range."""
 
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = str(folder)
-        handler = lambda *a, **kw: RangeHandler(*a, directory=self.folder, **kw)  # noqa: E731
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    def log_message(self, *args) -> None:
+        pass
+
+
+class HttpServer:
+    """Serve ``folder`` at ``self.url`` (http://127.0.0.1:PORT) until :meth:`stop`.
+
+    ``ranges=False`` serves it with Python's plain ``http.server`` handler, which answers every
+    request with the whole file (200), as ``python -m http.server`` does.
+    """
+
+    def __init__(self, folder: str | os.PathLike, ranges: bool = True, port: int = 0):
+        self.folder, self.ranges = str(folder), ranges
+        self._start(port)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _start(self, port: int) -> None:
+        cls = RangeHandler if self.ranges else PlainHandler
+        handler = lambda *a, **kw: cls(*a, directory=self.folder, **kw)  # noqa: E731
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.server.daemon_threads = True
         self.server.failures_left = 0
         self.server.cut_next = 0
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server.cut_half = False
+        self.server.requests = 0
+        self.server.ranged = 0           # requests with a Range header: sample reads
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def restart_in_background(self, down_seconds: float) -> threading.Thread:
+        """Stop now (connections refused), serve again on the same port after ``down_seconds``."""
+        port = self.server.server_address[1]
+        self.stop()
+
+        def later():
+            import time
+
+            time.sleep(down_seconds)
+            self._start(port)
+
+        thread = threading.Thread(target=later, daemon=True)
+        thread.start()
+        return thread
+
+    def cut_every_response_half_way(self, on: bool = True) -> None:
+        """Close the connection of every ranged response of more than 1 kB after half its body."""
+        self.server.cut_half = on
 
     def fail_next(self, n: int) -> None:
         """Answer the next ``n`` requests with HTTP 503 (a transient server error)."""
@@ -140,6 +191,26 @@ class S3Server:
             {"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
         self.key_id, self.secret = key.access_key_id, key.secret_access_key
         self.running = True
+
+    def restart_in_background(self, down_seconds: float) -> threading.Thread:
+        """Stop now (connections refused), serve again on the same port after ``down_seconds``;
+        the buckets survive (moto keeps them in this process)."""
+        from moto.server import ThreadedMotoServer
+
+        port = int(self.endpoint.rsplit(":", 1)[1])
+        self.server.stop()
+        self.server._server.server_close()
+
+        def later():
+            import time
+
+            time.sleep(down_seconds)
+            self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            self.server.start()
+
+        thread = threading.Thread(target=later, daemon=True)
+        thread.start()
+        return thread
 
     def env(self, **override: str) -> dict[str, str]:
         """The AWS_* variables that point boto3 at this server with valid keys."""

@@ -389,7 +389,7 @@ def test_checker_catches_rot(programs, tmp_path):
 # --- every user error message is in docs/troubleshooting.md ---------------------------------------
 # Exceptions (and helpers) whose message reaches the user as one `Error: ...` line.
 USER_ERRORS = {"SourceError", "DatasetError", "BuildError", "TranscodeError", "MissingFFmpeg", "ShardAccessError",
-               "NotFound", "TruncatedShardError", "TransientError", "SchemaError", "EvalError", "VizError",
+               "NotFound", "TruncatedShardError", "TransientError", "SchemaError", "LostClipsError", "EvalError", "VizError",
                "TrainingDiverged", "ClickException", "UsageError", "_fail", "fail"}
 
 

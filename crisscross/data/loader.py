@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from avshards.stream import ShardStream, StreamLoader
+from avshards.stream import Lacks, ShardStream, StreamLoader
 from crisscross import paper
 from crisscross.data.augment import augment_audio_batch, augment_video_batch
 from crisscross.data.choices import check_backend, check_mode
@@ -196,5 +196,5 @@ def make_train_loader(url: str, batch_size: int, num_workers: int = 2, mode: str
     prepare = PrepareClip(mode, seed, 0, video_frames, int(round(audio_seconds * paper.SAMPLE_RATE)),
                           video_settings, audio_settings)
     stream = ShardStream(url, seed=seed, shuffle_buffer=shuffle_buffer, epoch_size=epoch_size,
-                         map_fn=prepare, rank=rank, world_size=world_size)
+                         map_fn=prepare, rank=rank, world_size=world_size, skip=Lacks("mjpeg", "wav"))
     return TrainLoader(stream, prepare, batch_size, num_workers, device, decode_in_workers, backend)

@@ -112,7 +112,8 @@ class PrepareClip:
     audio_settings: AudioAugSettings = paper.AUDIO_AUG
 
     def __call__(self, clip: AVClip) -> Prepared | None:
-        return self.draw(clip, self.epoch, getattr(clip, "visit", 0))
+        # the stream stamps each clip with the epoch it was read in (workers outlive epochs)
+        return self.draw(clip, self.epoch if clip.epoch is None else clip.epoch, clip.visit)
 
     def draw(self, clip: AVClip, epoch: int, visit: int) -> Prepared | None:
         """``clip``'s views and parameters when read in ``epoch``, pass ``visit`` (:func:`clip_rng`)."""
