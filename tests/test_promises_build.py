@@ -126,5 +126,3 @@ def test_a_rebuild_refuses_when_the_sources_changed(tmp_path, change):
         f"Error: {out} holds shards built from other sources or options; add --overwrite to rebuild "
         "them, or choose another --out.")
     assert folder_bytes(out) == before                            # it touched nothing
-    rebuilt = CliRunner().invoke(main, [*args, "--overwrite"])
-    assert rebuilt.exit_code == 0 and "skipped 0 (already done)" in rebuilt.output, rebuilt.output
