@@ -84,6 +84,17 @@ class RangeHandler(SimpleHTTPRequestHandler):
         self._left = None
 
 
+def reset_faults(server: ThreadingHTTPServer) -> ThreadingHTTPServer:
+    """Give a server what :class:`RangeHandler` reads: no faults armed, request counters at 0."""
+    server.daemon_threads = True
+    server.failures_left = 0
+    server.cut_next = 0
+    server.cut_half = False
+    server.requests = 0
+    server.ranged = 0           # requests with a Range header: sample reads
+    return server
+
+
 class PlainHandler(SimpleHTTPRequestHandler):
     """Python's own file handler, as ``python -m http.server`` runs it: it ignores Range."""
 
@@ -108,12 +119,7 @@ class HttpServer:
         handler = lambda *a, **kw: cls(*a, directory=self.folder, **kw)  # noqa: E731
         ThreadingHTTPServer.allow_reuse_address = True
         self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self.server.daemon_threads = True
-        self.server.failures_left = 0
-        self.server.cut_next = 0
-        self.server.cut_half = False
-        self.server.requests = 0
-        self.server.ranged = 0           # requests with a Range header: sample reads
+        reset_faults(self.server)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
