@@ -86,7 +86,10 @@ class ModelSettings:
     num_params: dict = field(default_factory=lambda: {  # measured from the published definitions
         "video_backbone": 15_379_136, "audio_backbone": 11_170_240,
         "projector": 9_455_616, "projector_2layer": 5_255_168, "predictor": 2_100_736,
-        "total": 49_662_080})
+        "total": 49_662_080,
+        # Table 3's variants: one predictor for both modalities; 2-layer projectors; both.
+        "total_shared_predictor": 47_561_344, "total_2layer_projector": 41_261_184,
+        "total_2layer_projector_shared_predictor": 39_160_448})
 
 
 MODEL = ModelSettings()
@@ -103,7 +106,7 @@ class PretrainSettings:
     larc: bool                      # "Adam*" = Adam wrapped in LARC
     lr_start: float                 # backbone + projector base LR, after warm-up
     lr_end: float                   # cosine end
-    lr_predictor: float             # constant (10x base, Sec. 5 "Predictor")
+    lr_predictor: float             # constant (10x base, Sec. 4.4 "Predictor")
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_epochs: float = 2.0      # official code: linear warm-up from 0 over 2 epochs
@@ -115,7 +118,10 @@ PRETRAIN = {
     "kinetics400": PretrainSettings(2048, 1_000_000, 100, True, 2e-4, 1e-4, 2e-3),
     "audioset": PretrainSettings(2048, 3_500_000, 100, True, 1e-4, 0.0, 1e-3),
 }
-# Ablations (Appendix G.1): uni-modal variants use their own learning rates.
+# Sec. 4.4 "Predictor": a constant predictor LR of 10x the base LR works best (Table 3's "lr_p = lr_b"
+# row sets it equal to the base LR instead).
+PREDICTOR_LR_FACTOR = 10
+# Ablations (Appendix G.1): the uni-modal rows of Table 1 use their own learning rates.
 ABLATION_LR = {"v1v2": (1e-4, 1e-3), "a1a2": (1e-5, 1e-4)}   # (base, predictor)
 
 

@@ -24,8 +24,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from crisscross.checkpoint import (CHECKPOINT_NAME, load_checkpoint, resolve_resume, rng_state,
-                                   save_checkpoint, set_rng_state)
+from crisscross.checkpoint import (CHECKPOINT_NAME, describe_choices, load_checkpoint, model_choices,
+                                   resolve_resume, rng_state, save_checkpoint, set_rng_state)
 from crisscross.config import TrainConfig
 from crisscross.losses import pair_losses, resolve_terms
 from crisscross.models import build_crisscross
@@ -133,10 +133,15 @@ def skipped_no_audio(loader) -> int:
     return int(loader.stats.get("skipped_no_audio", 0))
 
 
-def restore(path: Path, model, optimizer, scaler, loader, rank: int,
-            device: torch.device) -> tuple[int, int, int, dict]:
-    """Load everything a checkpoint holds into the run's objects; (step, epoch, skipped clips, its config)."""
+def restore(path: Path, model, optimizer, scaler, loader, rank: int, device: torch.device,
+            choices: dict) -> tuple[int, int, int, dict]:
+    """Load everything a checkpoint holds into the run's objects; (step, epoch, skipped clips, its config).
+    ``choices``: the run's :func:`crisscross.checkpoint.model_choices`, which the checkpoint's must equal."""
     state = load_checkpoint(path, map_location=device)
+    saved = model_choices(state.get("config", {}))
+    if saved != choices:
+        raise ValueError(f"{path} holds a different network ({describe_choices(saved)}) than this run's "
+                         f"({describe_choices(choices)}); resume with the checkpoint's options or use another --out")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and state.get("scaler"):
@@ -175,6 +180,15 @@ def resume_loader(loader, saved: list[dict], rank: int) -> None:
                    "(docs/multinode.md)", err=True)
 
 
+def build_model(config: TrainConfig, world: int, device: torch.device) -> torch.nn.Module:
+    """The network ``config`` names (``model``, ``projector_layers``, ``predictor``) on ``device``, the
+    same initial weights on every rank; under DDP (``world`` > 1) its batch norms synchronised across
+    ranks unless ``sync_bn`` is off (on by default, as the official code)."""
+    torch.manual_seed(config.seed)
+    model = build_crisscross(config.model, config.projector_layers, config.predictor).to(device)
+    return convert_sync_bn(model, device) if config.sync_bn and world > 1 else model
+
+
 def train(config: TrainConfig, resume: str | None = None, stop_after: int | None = None,
           progress: bool = True, deterministic: bool = False) -> TrainResult:
     """Pretrain CrissCross as ``config`` says; write checkpoints and logs to ``config.out``.
@@ -201,10 +215,7 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
                          f"({world} x {config.accumulate})")
     micro = config.batch_size // (world * config.accumulate)
 
-    torch.manual_seed(config.seed)  # same initial weights on every rank
-    model = build_crisscross(projector_layers=config.projector_layers).to(device)
-    if config.sync_bn and world > 1:
-        model = convert_sync_bn(model, device)
+    model = build_model(config, world, device)
     optimizer = build_optimizer(model, base_lr=config.lr, predictor_lr=config.lr_predictor,
                                 weight_decay=config.weight_decay, betas=tuple(config.betas),
                                 larc=config.larc, trust_coefficient=config.larc_trust)
@@ -219,7 +230,8 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
     step, epoch, counts = 0, 0, {"skipped_no_audio": 0}  # counts: of finished epochs
     path = resolve_resume(resume, config.out)
     if path is not None:
-        step, epoch, counts["skipped_no_audio"], saved = restore(path, model, optimizer, scaler, loader, rank, device)
+        step, epoch, counts["skipped_no_audio"], saved = restore(path, model, optimizer, scaler, loader, rank, device,
+                                                                 model_choices(config.to_dict()))
         changed = changed_settings(saved, config)
         if changed and rank == 0:
             click.echo(f"resuming {path} with different {', '.join(changed)}: the run continues, but not "

@@ -7,6 +7,7 @@ import click
 
 from crisscross.config import AMP_CHOICES, PRESETS, PROBE_MODALITIES, describe_presets, preset_config
 from crisscross.data.choices import BACKENDS, MODES
+from crisscross.models import PREDICTORS, SIZES
 from crisscross.monitor import TrainingDiverged
 from crisscross.train import train
 
@@ -18,9 +19,10 @@ Examples:
   crisscross train shards/ --preset tiny-cpu --out runs/tiny            # minutes on a laptop CPU
   crisscross train shards/ --preset kinetics-sound --out runs/ks --workers 10
   torchrun --nproc_per_node 8 --no-python crisscross train s3://bucket/ks/ \\
-      --preset kinetics-sound --out runs/ks --sync-bn                   # 8 GPUs, DDP
+      --preset kinetics-sound --out runs/ks                             # 8 GPUs, DDP, SyncBN
   crisscross train shards/ --out runs/ks --resume auto                  # continue exactly
   crisscross train shards/ --terms sync,intra --out runs/ablation       # a Table 1 row
+  crisscross train shards/ --preset kinetics-sound --predictor shared   # a Table 3 row
 
 \b
 Presets (paper Table S10, and ours for CPUs); options override them:
@@ -45,9 +47,10 @@ def _split_terms(ctx, param, value):  # noqa: ANN001 - click callback
 @click.option("--epochs", type=int, help="Epochs of --epoch-size clips each.")
 @click.option("--epoch-size", type=int, help="Clips per epoch; 0 = every clip of SHARDS once.")
 @click.option("--batch-size", type=int, help="Global batch per optimiser step.")
-@click.option("--lr", type=float, help="Backbone + projector LR after warm-up (cosine from there).")
+@click.option("--lr", type=float, help="Backbone + projector LR after warm-up (cosine from there; "
+                                      "--terms v1v2 / a1a2 alone: Appendix G.1's by default).")
 @click.option("--lr-end", type=float, help="Backbone LR at the end of the cosine.")
-@click.option("--lr-predictor", type=float, help="Constant predictor LR (paper: 10x --lr).")
+@click.option("--lr-predictor", type=float, help="Constant predictor LR (default: 10x --lr, Sec. 4.4).")
 @click.option("--weight-decay", type=float, help="Adam weight decay.")
 @click.option("--warmup-epochs", type=float, help="Linear warm-up length in epochs (per-iteration).")
 @click.option("--larc/--no-larc", default=None, help="Wrap Adam in LARC (clip mode), for large batches.")
@@ -55,11 +58,19 @@ def _split_terms(ctx, param, value):  # noqa: ANN001 - click callback
 @click.option("--terms", callback=_split_terms,
               help="Loss terms, comma-separated groups (intra, sync, async) and/or pairs "
                    "(v1v2, a1a2, v1a1, v2a2, v1a2, a1v2). Default: intra,sync,async.")
+@click.option("--model", type=click.Choice(list(SIZES)),
+              help="Network size: paper (R(2+1)D-18 + ResNet-18, 49.7M parameters; every paper preset) or "
+                   "tiny (ours, 1.2M, the tiny-cpu preset's).")
+@click.option("--projector-layers", type=click.IntRange(1), help="Layers per projector: 3 (paper) or 2 (Table 3).")
+@click.option("--predictor", type=click.Choice(PREDICTORS),
+              help="One predictor per modality (separate, paper) or one for both fed l2-normalised "
+                   "projections (shared, Table 3).")
 @click.option("--mode", type=click.Choice(MODES), help="Relaxation of the two views in time (default mild).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Augmentation backend (default torch).")
 @click.option("--device", help="cpu, cuda, cuda:N or auto (default: the preset's).")
 @click.option("--amp", type=click.Choice(AMP_CHOICES), help="Mixed precision on GPU (auto: bf16 if supported).")
-@click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across ranks under torchrun.")
+@click.option("--sync-bn/--no-sync-bn", default=None,
+              help="SyncBatchNorm across ranks under torchrun (default on, as the official code).")
 @click.option("--workers", type=int, help="DataLoader worker processes per rank.")
 @click.option("--seed", type=int, help="Seed of weights, view sampling and augmentation.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints (plus one at the end).")
