@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crisscross import paper
-from crisscross.data.choices import check_backend, check_mode
+from crisscross.data.choices import (TEMPORAL_CONSISTENCY, check_audio_augs, check_backend, check_choice,
+                                     check_mode, check_video_augs)
 from crisscross.losses import ALL_TERMS, resolve_terms
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -45,6 +46,10 @@ class TrainConfig:
     terms: tuple[str, ...] = ALL_TERMS       # loss terms: groups and/or single pairs (Table 1)
     mode: str = "mild"                       # relaxation of the two views' timing
     projector_layers: int = paper.MODEL.proj_layers
+    # Augmentation ablations (Table 5 codes; Sec. 4.5 "Temporal Consistency": view or frame)
+    video_aug: tuple[str, ...] = paper.PRETRAIN_VIDEO_AUGS
+    audio_aug: tuple[str, ...] = paper.PRETRAIN_AUDIO_AUGS
+    temporal_consistency: str = "view"
     # Machinery
     backend: str = "torch"                   # augmentation backend: torch or dali
     device: str = "auto"                     # auto = cuda when available, else cpu
@@ -64,6 +69,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.terms = tuple(self.terms)
+        self.video_aug, self.audio_aug = tuple(self.video_aug), tuple(self.audio_aug)
         self.betas = tuple(self.betas)
         self.probe = tuple(self.probe)
         check_config(self)
@@ -83,6 +89,9 @@ def check_config(c: TrainConfig) -> None:
     """Raise ValueError with one clear sentence for a value the trainer cannot use."""
     resolve_terms(c.terms)  # raises with the valid names
     check_mode(c.mode)
+    check_video_augs(c.video_aug)
+    check_audio_augs(c.audio_aug)
+    check_choice("--temporal-consistency", c.temporal_consistency, TEMPORAL_CONSISTENCY)
     if c.amp not in AMP_CHOICES:
         raise ValueError(f"unknown --amp {c.amp!r}; use one of {', '.join(AMP_CHOICES)}")
     check_backend(c.backend)

@@ -350,3 +350,59 @@ def test_webdataset_reader_reads_s3_with_remote_index(synth_shards, s3_server, m
     urls = [f"s3://avshards-test/shards/{folder.name}/shards-00000{i}.tar" for i in range(2)]
     batches = list(DaliShardLoader(urls, 3, "medium", "cpu", num_threads=1))
     assert len(batches) == 2 and all(b["v2"].shape == (3, 3, 8, 112, 112) for b in batches)
+
+
+@pytest.mark.dali
+@needs_dali
+def test_shared_frames_are_decoded_once_with_the_same_result(injected, real):
+    """Views that share frames (mild: 4 of 8) decode the 12 distinct JPEGs once and pick their
+    frames from them: exactly the output of decoding all 16."""
+    jpegs, frames, (a1, a2) = real
+    h, w = frames.shape[-2:]
+    rng = np.random.default_rng(5)
+    params = [((P.draw_video_params(rng, h, w), P.draw_video_params(rng, h, w)),
+               (P.draw_audio_params(rng, 80, STEPS), P.draw_audio_params(rng, 80, STEPS))) for _ in range(B)]
+    distinct = [I.Selection(jpegs[:12], a1, a2, v, a, v1=range(8), v2=range(4, 12)) for v, a in params]
+    repeated = [I.Selection(jpegs[:8] + jpegs[4:12], a1, a2, v, a) for v, a in params]
+    assert I.graph_inputs(distinct[0], paper.AUDIO_AUG, STEPS, 8)["frames"] == 12
+    one, other = injected(distinct), injected(repeated)
+    for k in ("v1", "v2", "a1", "a2"):
+        assert torch.equal(one[k], other[k])
+
+
+@pytest.mark.dali
+@needs_dali
+def test_table5_subsets_on_dali_match_torch_and_leave_the_rest_out(synth_shards):
+    """An augmentation outside the subset is not in the DALI graph at all (no input, no op), and
+    both backends give the same views: eval-style centre crop + flip only, log-mel + time warp."""
+    from crisscross.data.loader import make_train_loader
+
+    folder = str(synth_shards([2], seconds=3.0))
+    kw = dict(num_workers=0, seed=3, video_augs=("HF",), audio_augs=("TW",))
+    t, = make_train_loader(folder, 2, **kw)
+    loader = make_train_loader(folder, 2, backend="dali", **kw)
+    assert {n for n in loader._dali.names if n.startswith(("v1_", "a1"))} == {"v1_frames", "v1_flip", "a1", "a1_warp"}
+    d, = loader
+    for key in ("v1", "v2"):
+        levels = (d[key] - t[key]).abs() * LEVELS            # eval crop + flip: a level where rounding differs
+        assert levels.mean() < 0.05 and levels.max() < 1.5
+    for key in ("a1", "a2"):
+        assert ((d[key] - t[key]).abs() * DB).mean() < 0.05
+
+
+@pytest.mark.dali
+@needs_dali
+def test_per_frame_parameters_on_dali_match_torch(synth_shards):
+    """--temporal-consistency frame on DALI: each frame its own crop, flip, jitter and gray (two
+    frames per view here: each frame is its own sub-graph, which takes a while to build)."""
+    from crisscross.data.loader import make_train_loader
+
+    folder = str(synth_shards([2], seconds=3.0))
+    kw = dict(num_workers=0, seed=4, video_frames=2, video_augs=("MSC", "HF", "CJ", "GS"), temporal_consistency="frame")
+    t, = make_train_loader(folder, 2, **kw)
+    d, = make_train_loader(folder, 2, backend="dali", **kw)
+    for key in ("v1", "v2"):
+        assert d[key].shape == t[key].shape == (2, 3, 2, 112, 112)
+        levels = (d[key] - t[key]).abs() * LEVELS
+        assert levels.mean() < 0.4 and levels.max() < 8.0                        # the injected tolerances
+        assert not torch.allclose(t[key][:, :, 0], t[key][:, :, 1], atol=0.05)  # frames augmented apart

@@ -57,7 +57,7 @@ import torchaudio
 from torchvision.transforms.v2 import functional as F
 
 from crisscross import paper
-from crisscross.data.params import AudioAugParams, VideoAugParams, ViewParams
+from crisscross.data.params import AudioAugParams, VideoAugParams, ViewParams, frame_params
 from crisscross.paper import AudioAugSettings, VideoAugSettings
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)           # ITU-R 601-2 luma, torchvision's rgb_to_grayscale
@@ -106,12 +106,21 @@ def _eval_window(height: int, width: int, s: VideoAugSettings) -> tuple[tuple[in
 
 def _crop_uint8(frames: torch.Tensor, p: VideoAugParams, s: VideoAugSettings) -> torch.Tensor:
     """One clip's crop (or the eval-style centre crop) resized to crop_size^2 on uint8, flipped."""
-    size = [s.crop_size, s.crop_size]
     if p.crop is None:
-        x = F.center_crop(F.resize(frames, [s.eval_resize], antialias=True), size)
+        (rh, rw), (top, left) = _eval_window(*frames.shape[-2:], s)
+        x = _resize_uint8(frames, rh, rw)[..., top:top + s.crop_size, left:left + s.crop_size]
     else:
-        x = F.resized_crop(frames, *p.crop, size=size, antialias=True)
+        top, left, h, w = p.crop
+        x = _resize_uint8(frames[..., top:top + h, left:left + w], s.crop_size, s.crop_size)
     return x.flip(-1) if p.flip else x
+
+
+def _resize_uint8(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """torchvision's antialiased bilinear resize of uint8 [T, 3, H, W] (the same kernel, called
+    directly: torchvision's functional API only adds overhead here)."""
+    if tuple(frames.shape[-2:]) == (height, width):
+        return frames
+    return nnf.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
 
 
 def _aa_matrix(in_size: int, out_size: int, start: np.ndarray, length: np.ndarray) -> np.ndarray:
@@ -287,8 +296,9 @@ def _jitter_slots(params: Sequence[VideoAugParams]) -> tuple[list[tuple[np.ndarr
 
 
 def _blur_kernels(sigmas: Sequence[float | None], kernel: int) -> np.ndarray:
-    """[n, kernel] torchvision gaussian kernels (exp(-u^2 / (2 sigma^2)), normalised); None: the
-    identity kernel."""
+    """[n, k] torchvision gaussian kernels of size ``kernel`` (exp(-u^2 / (2 sigma^2)),
+    normalised; None: the identity), without the outer taps that weigh under 1e-8 in every
+    kernel (a small sigma's kernel is mostly zeros: k < kernel, the result within 2e-8)."""
     u = np.linspace(-(kernel - 1) / 2, (kernel - 1) / 2, kernel)
     out = np.zeros((len(sigmas), kernel))
     for i, s in enumerate(sigmas):
@@ -297,7 +307,8 @@ def _blur_kernels(sigmas: Sequence[float | None], kernel: int) -> np.ndarray:
         else:
             pdf = np.exp(-0.5 * (u / s) ** 2)
             out[i] = pdf / pdf.sum()
-    return out
+    keep = int(np.flatnonzero((out >= 1e-8).any(axis=0))[0])
+    return out[:, keep:kernel - keep]
 
 
 def _gaussian_blur(x: torch.Tensor, k1d: torch.Tensor) -> torch.Tensor:
@@ -373,11 +384,12 @@ def _augment_floats(x: torch.Tensor, params: Sequence[VideoAugParams], s: VideoA
 
 def _one_frame_views(clips: Sequence[torch.Tensor], params: Sequence[ViewParams]) -> tuple[list, list, bool]:
     """Clips whose views have one parameter set per frame become one-frame clips (frame order)."""
-    if not any(isinstance(p, tuple) for p in params):
+    frames = [frame_params(p) for p in params]
+    if all(f is None for f in frames):
         return list(clips), list(params), False
-    if not all(isinstance(p, tuple) and len(p) == len(c) for c, p in zip(clips, params)):
+    if not all(f is not None and len(f) == len(c) for c, f in zip(clips, frames)):
         raise ValueError("per-frame parameters need one set per frame of every clip of the batch")
-    return [f[None] for c in clips for f in c], [q for p in params for q in p], True
+    return [f[None] for c in clips for f in c], [q for f in frames for q in f], True
 
 
 def augment_video_batch(clips: Sequence[torch.Tensor], params: Sequence[ViewParams],

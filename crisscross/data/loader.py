@@ -35,7 +35,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from avshards.stream import ShardStream, StreamLoader
 from crisscross import paper
 from crisscross.data.augment import augment_audio_batch, augment_video_batch
-from crisscross.data.choices import check_backend, check_mode
+from crisscross.data.choices import (TEMPORAL_CONSISTENCY, check_audio_augs, check_backend, check_choice,
+                                     check_mode, check_video_augs)
 from crisscross.data.dali import inputs as dali_inputs
 from crisscross.data.selection import Prepared, PrepareClip
 from crisscross.paper import AudioAugSettings, VideoAugSettings
@@ -267,6 +268,14 @@ class TrainLoader:
             self._handed = None
 
 
+def _per_frame(temporal_consistency: str | None) -> bool | None:
+    """``VideoAugSettings.per_frame`` for a --temporal-consistency value (None: keep the settings')."""
+    if temporal_consistency is None:
+        return None
+    check_choice("temporal consistency", temporal_consistency, TEMPORAL_CONSISTENCY)
+    return temporal_consistency == "frame"
+
+
 def _dali_feeder(batch_size: int, device: torch.device, prepare: PrepareClip):
     """The DALI external-source augmenter for ``--backend dali``."""
     try:        # here, not at the top: DALI is optional, and only this backend needs it
@@ -288,16 +297,28 @@ def make_train_loader(url: str, batch_size: int, num_workers: int = 2, mode: str
                       world_size: int | None = None, decode_in_workers: bool | None = None,
                       video_settings: VideoAugSettings = paper.VIDEO_AUG,
                       audio_settings: AudioAugSettings = paper.AUDIO_AUG,
-                      shuffle_buffer: int = 256) -> TrainLoader:
+                      shuffle_buffer: int = 256, video_augs: Sequence[str] | None = None,
+                      audio_augs: Sequence[str] | None = None,
+                      temporal_consistency: str | None = None) -> TrainLoader:
     """The training loader over the shards at ``url`` (folder, brace pattern, http(s)://, s3://).
 
     ``decode_in_workers`` defaults to True on CPU and False on CUDA (workers move bytes, the GPU
     decodes and augments); ``backend="dali"`` always decodes in the main process via DALI.
     ``shuffle_buffer``: samples shuffled together inside each worker's part (avshards.stream);
     ``rank`` / ``world_size`` default to torch.distributed, else RANK / WORLD_SIZE, else 0 / 1.
+    ``video_augs`` / ``audio_augs``: the Table 5 codes of the augmentations to apply (None: all
+    those of the settings, the paper's pretraining choice by default); ``temporal_consistency``
+    "view" or "frame" (spatial augmentations drawn per frame; None: the settings').
     """
     check_mode(mode)
     check_backend(backend)
+    if video_augs is not None:
+        check_video_augs(video_augs)
+    video_settings = video_settings.only(paper.VIDEO_AUG_CODES if video_augs is None else video_augs,
+                                         per_frame=_per_frame(temporal_consistency))
+    if audio_augs is not None:
+        check_audio_augs(audio_augs)
+        audio_settings = audio_settings.only(audio_augs)
     if batch_size < 1:
         raise ValueError(f"batch size {batch_size} must be at least 1")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():

@@ -50,6 +50,12 @@ class VideoAugParams:
 ViewParams = VideoAugParams | tuple[VideoAugParams, ...]
 
 
+def frame_params(p: ViewParams) -> list[VideoAugParams] | None:
+    """The per-frame parameter sets of a view, or None when one set covers every frame (a
+    DataLoader hands tuples over as lists)."""
+    return list(p) if isinstance(p, (tuple, list)) else None
+
+
 @dataclass(frozen=True)
 class AudioAugParams:
     """Everything random about one audio view; the defaults mean "not applied"."""

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from crisscross import paper
-from crisscross.data.params import AudioAugParams, ViewParams
+from crisscross.data.params import AudioAugParams, ViewParams, frame_params
 from crisscross.data.selection import Prepared
 from crisscross.paper import AudioAugSettings, VideoAugSettings
 
@@ -126,8 +126,8 @@ def canvas_size(s: AudioAugSettings, n_steps: int) -> tuple[int, int]:
 def video_inputs(p: ViewParams) -> dict[str, np.ndarray]:
     """One video view's parameters as the graph's ``v*_`` inputs (without the prefix); a tuple of
     per-frame parameters gives one row per frame."""
-    if isinstance(p, tuple):
-        rows = [video_inputs(q) for q in p]
+    if frame_params(p) is not None:
+        rows = [video_inputs(q) for q in frame_params(p)]
         return {name: np.stack([r[name] for r in rows]) for name in VIDEO_INPUTS}
     values = dict(crop=p.crop or (0, 0, 0, 0), flip=p.flip, jitter=p.jitter, order=p.jitter_order,
                   gray=p.grayscale, sigma=p.blur_sigma or 0.0, cutout=p.cutout or (0, 0, 0))
