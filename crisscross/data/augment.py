@@ -63,6 +63,7 @@ from crisscross.paper import AudioAugSettings, VideoAugSettings
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)           # ITU-R 601-2 luma, torchvision's rgb_to_grayscale
 NO_JITTER = (1.0, 1.0, 1.0, 0.0)                # the identity factor of each jitter op
 HUE_OFFSETS = (5.0, 3.0, 1.0)                   # R, G, B: RGB_k = V - C * f((k + 6 H) mod 6)
+_SIXTHS = [torch.tensor(k / 6.0) for k in range(6)]  # 0-dim: broadcast on any device
 
 
 # --- parameters as tensors -----------------------------------------------------------------------
@@ -237,10 +238,11 @@ def _hue_shift(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(dim=1)
     hi = torch.maximum(torch.maximum(g, b), r)
     lo = torch.minimum(torch.minimum(g, b), r)
-    c6 = (hi - lo).mul_(6.0).clamp_min_(1e-30)          # gray pixels: hue 0 and no 0 / 0
-    h = (b - r).div_(c6).add_(2.0 / 6.0)                # green is the maximum ...
-    h.lerp_((r - g).div_(c6).add_(4.0 / 6.0), (hi - g).sign_())            # ... else blue,
-    h = (g - b).div_(c6).lerp_(h, (hi - r).sign_())     # and red before both (torchvision's order)
+    c6 = (hi - lo).mul_(6.0)
+    inv = torch.reciprocal(c6.clamp_min(1e-30))         # gray pixels: hue 0 and no 0 / 0
+    h = torch.addcmul(_SIXTHS[2], b - r, inv)            # green is the maximum ...
+    h.lerp_(torch.addcmul(_SIXTHS[4], r - g, inv), (hi - g).sign_())       # ... else blue,
+    h = (g - b).mul_(inv).lerp_(h, (hi - r).sign_())     # and red before both (torchvision's order)
     u = h.unsqueeze(1) + _clip_shape(offsets)           # [n, 3, T, S, S]
     torch.frac(u, out=u).sub_(1.0 / 3.0).abs_().clamp_(1.0 / 6.0, 1.0 / 3.0)
     return torch.addcmul(lo.sub_(c6, alpha=1.0 / 6.0).unsqueeze(1), c6.unsqueeze(1), u, out=x)
