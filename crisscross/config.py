@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crisscross import paper
-from crisscross.data.choices import check_backend, check_mode
+from crisscross.data.choices import (TEMPORAL_CONSISTENCY, check_audio_augs, check_backend, check_choice,
+                                     check_mode, check_video_augs)
 from crisscross.losses import ALL_TERMS, resolve_terms
 from crisscross.models import check_model
 
@@ -53,6 +54,10 @@ class TrainConfig:
     model: str = "paper"                     # network size: "paper" or "tiny" (ours, crisscross.models.SIZES)
     projector_layers: int = paper.MODEL.proj_layers   # Table 3: 3 (paper) or 2
     predictor: str = "separate"              # Table 3: one predictor per modality, or one "shared"
+    # Augmentation ablations (Table 5 codes; Sec. 4.5 "Temporal Consistency": view or frame)
+    video_aug: tuple[str, ...] = paper.PRETRAIN_VIDEO_AUGS
+    audio_aug: tuple[str, ...] = paper.PRETRAIN_AUDIO_AUGS
+    temporal_consistency: str = "view"
     # Machinery
     backend: str = "torch"                   # augmentation backend: torch or dali
     device: str = "auto"                     # auto = cuda when available, else cpu
@@ -72,6 +77,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.terms = tuple(self.terms)
+        self.video_aug, self.audio_aug = tuple(self.video_aug), tuple(self.audio_aug)
         self.betas = tuple(self.betas)
         self.probe = tuple(self.probe)
         if self.lr_predictor is None:
@@ -93,6 +99,9 @@ def check_config(c: TrainConfig) -> None:
     """Raise ValueError with one clear sentence for a value the trainer cannot use."""
     resolve_terms(c.terms)  # raises with the valid names
     check_mode(c.mode)
+    check_video_augs(c.video_aug)
+    check_audio_augs(c.audio_aug)
+    check_choice("--temporal-consistency", c.temporal_consistency, TEMPORAL_CONSISTENCY)
     if c.amp not in AMP_CHOICES:
         raise ValueError(f"unknown --amp {c.amp!r}; use one of {', '.join(AMP_CHOICES)}")
     check_backend(c.backend)

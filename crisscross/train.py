@@ -106,13 +106,16 @@ def train_step(model, optimizer, scaler, micro_batches: list[dict], terms: tuple
 
 # --- the loop -----------------------------------------------------------------------------------
 def make_loader(shards: str, micro_batch: int, *, workers: int, mode: str, backend: str, seed: int,
-                epoch_size: int | None, device: torch.device, rank: int, world: int):
+                epoch_size: int | None, device: torch.device, rank: int, world: int,
+                video_aug: tuple[str, ...] | None = None, audio_aug: tuple[str, ...] | None = None,
+                temporal_consistency: str | None = None):
     """The training loader of this rank (``micro_batch`` clips per batch)."""
     from crisscross.data.loader import make_train_loader   # here: keeps torchvision off `crisscross --help`
 
     return make_train_loader(shards, batch_size=micro_batch, num_workers=workers, mode=mode, backend=backend,
                              device=str(device), seed=seed, epoch_size=epoch_size,
-                             rank=rank if world > 1 else None, world_size=world if world > 1 else None)
+                             rank=rank if world > 1 else None, world_size=world if world > 1 else None,
+                             video_augs=video_aug, audio_augs=audio_aug, temporal_consistency=temporal_consistency)
 
 
 def epochs_of(loader, start_epoch: int, counts: dict[str, int]):
@@ -221,7 +224,9 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
                                 larc=config.larc, trust_coefficient=config.larc_trust)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     loader = make_loader(config.shards, micro, workers=config.workers, mode=config.mode, backend=config.backend,
-                         seed=config.seed, epoch_size=config.epoch_size, device=device, rank=rank, world=world)
+                         seed=config.seed, epoch_size=config.epoch_size, device=device, rank=rank, world=world,
+                         video_aug=config.video_aug, audio_aug=config.audio_aug,
+                         temporal_consistency=config.temporal_consistency)
     probes = {u: resolve_modality(u, config.probe_modality) for u in config.probe} if rank == 0 else {}
     steps_per_epoch = max(1, len(loader) // config.accumulate)
     total = config.steps or config.epochs * steps_per_epoch

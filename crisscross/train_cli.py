@@ -6,9 +6,10 @@ from __future__ import annotations
 import click
 
 from crisscross.config import AMP_CHOICES, PRESETS, PROBE_MODALITIES, describe_presets, preset_config
-from crisscross.data.choices import BACKENDS, MODES
+from crisscross.data.choices import BACKENDS, MODES, TEMPORAL_CONSISTENCY
 from crisscross.models import PREDICTORS, SIZES
 from crisscross.monitor import TrainingDiverged
+from crisscross.paper import AUDIO_AUG_CODES, PRETRAIN_AUDIO_AUGS, PRETRAIN_VIDEO_AUGS, VIDEO_AUG_CODES
 from crisscross.train import train
 
 TRAIN_HELP = f"""Pretrain CrissCross on the clips of SHARDS (avshards shards: a local folder, a brace
@@ -23,6 +24,8 @@ Examples:
   crisscross train shards/ --out runs/ks --resume auto                  # continue exactly
   crisscross train shards/ --terms sync,intra --out runs/ablation       # a Table 1 row
   crisscross train shards/ --preset kinetics-sound --predictor shared   # a Table 3 row
+  crisscross train shards/ --video-aug MSC,HF,CJ,GS --audio-aug VJ,M \\
+      --temporal-consistency frame --out runs/aug                        # Table 5 / Sec. 4.5 ablations
 
 \b
 Presets (paper Table S10, and ours for CPUs); options override them:
@@ -35,6 +38,13 @@ tb/ (TensorBoard) and loss.png. Clips without audio are skipped and counted in t
 
 def _split_terms(ctx, param, value):  # noqa: ANN001 - click callback
     return tuple(t.strip() for t in value.replace("+", ",").split(",") if t.strip()) if value else None
+
+
+def _split_augs(ctx, param, value):  # noqa: ANN001 - click callback
+    """"MSC,HF,CJ" (or "MSC-HF-CJ" as Table 5 writes it) -> codes; "none" -> no augmentation."""
+    if value is None:
+        return None
+    return () if value.strip().lower() == "none" else _split_terms(ctx, param, value.replace("-", ","))
 
 
 @click.command("train", help=TRAIN_HELP)
@@ -66,6 +76,16 @@ def _split_terms(ctx, param, value):  # noqa: ANN001 - click callback
               help="One predictor per modality (separate, paper) or one for both fed l2-normalised "
                    "projections (shared, Table 3).")
 @click.option("--mode", type=click.Choice(MODES), help="Relaxation of the two views in time (default mild).")
+@click.option("--video-aug", callback=_split_augs,
+              help=f"Video augmentations, a Table 5 subset of {','.join(VIDEO_AUG_CODES)} (multi-scale crop, "
+                   "horizontal flip, colour jitter, gray scale, gaussian blur, cutout) or none; without MSC a "
+                   f"view is the eval-style resize + centre crop. Default: {','.join(PRETRAIN_VIDEO_AUGS)}.")
+@click.option("--audio-aug", callback=_split_augs,
+              help=f"Audio augmentations, a Table 5 subset of {','.join(AUDIO_AUG_CODES)} (volume jitter, "
+                   f"time + frequency masks, random crop, time warp) or none. Default: {','.join(PRETRAIN_AUDIO_AUGS)}.")
+@click.option("--temporal-consistency", type=click.Choice(TEMPORAL_CONSISTENCY),
+              help="Spatial augmentations drawn once per view (default) or per frame (Sec. 4.5's "
+                   "temporally random row).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Augmentation backend (default torch).")
 @click.option("--device", help="cpu, cuda, cuda:N or auto (default: the preset's).")
 @click.option("--amp", type=click.Choice(AMP_CHOICES), help="Mixed precision on GPU (auto: bf16 if supported).")
