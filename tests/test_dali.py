@@ -10,6 +10,7 @@ cubic is Catmull-Rom (a = -0.5) and torch's bicubic uses a = -0.75.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -26,12 +27,13 @@ from crisscross.data import augment as A
 from crisscross.data import params as P
 from crisscross.data.dali import inputs as I
 
-try:
+# Skip on the package's absence only: an ImportError inside crisscross (a renamed symbol) must
+# fail these tests, not skip them (mutant: `from ...feeder import DaliAugmentr` skipped eight green).
+HAVE_DALI = importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.dali") is not None
+if HAVE_DALI:
     from crisscross.data.dali.feeder import DaliAugmenter
     from crisscross.data.dali.reader import DaliShardLoader
-except ImportError:          # nvidia-dali not installed: the tests that need it skip
-    DaliAugmenter = DaliShardLoader = None
-needs_dali = pytest.mark.skipif(DaliAugmenter is None, reason="needs nvidia-dali (pip install 'crisscross-av[dali]')")
+needs_dali = pytest.mark.skipif(not HAVE_DALI, reason="needs nvidia-dali (pip install 'crisscross-av[dali]')")
 
 B = 8
 STEPS = 201
@@ -245,15 +247,20 @@ def test_webdataset_reader_path_gives_equal_batches_per_rank(synth_shards):
     folder = synth_shards([5, 4], seconds=3.0)
     assert CliRunner().invoke(main, ["index", str(folder)]).exit_code == 0
     urls = shard_urls(str(folder))
-    lengths = []
+    lengths, keys = [], []
     for rank in (0, 1):
         loader = DaliShardLoader(urls, 2, "mild", "cpu", rank=rank, world_size=2, num_threads=1)
         batches = list(loader)
         lengths.append(len(batches))
+        keys.append([k for b in batches for k in b["keys"]])
         assert batches and all(b["v1"].shape == (2, 3, 8, 112, 112) and b["a2"].shape == (2, 1, 80, STEPS)
                                for b in batches)
         assert all(torch.isfinite(b[k]).all() for b in batches for k in ("v1", "v2", "a1", "a2"))
     assert lengths == [2, 2]                                    # 9 clips, 2 ranks, batch 2
+    # Each rank reads its own clips: none twice, none on both ranks (mutant: every rank reading
+    # the first shard share, or both ranks the same clips, passed the counts above).
+    assert all(len(k) == len(set(k)) == 4 for k in keys), keys
+    assert not set(keys[0]) & set(keys[1]), keys
 
 
 @pytest.mark.dali

@@ -99,7 +99,7 @@ def test_batches_shapes_and_both_decode_placements_agree(synth_shards):
     assert first["v1"].shape == (2, 3, 8, 112, 112) and first["v1"].dtype == torch.float32
     assert first["a2"].shape == (2, 1, 80, 201)
     assert not torch.equal(first["v1"], first["v2"]) and not torch.equal(first["a1"], first["a2"])
-    for x, y in zip(ba, bb):
+    for x, y in zip(ba, bb, strict=True):
         assert x["keys"] == y["keys"]
         for k in ("v1", "v2", "a1", "a2"):
             torch.testing.assert_close(x[k], y[k], atol=1e-4, rtol=0)
@@ -130,7 +130,7 @@ def test_exact_mid_epoch_resume(synth_shards, workers):
     resumed.load_state_dict(state)
     rest = list(resumed)
     assert len(done) + len(rest) == len(straight)
-    for x, y in zip(done + rest, straight):
+    for x, y in zip(done + rest, straight, strict=True):
         assert x["keys"] == y["keys"]
         torch.testing.assert_close(x["v2"], y["v2"], atol=0, rtol=0)
         torch.testing.assert_close(x["a1"], y["a1"], atol=0, rtol=0)
@@ -201,7 +201,7 @@ def test_dali_backend_gets_the_same_views_and_parameters(synth_shards):
     url = str(synth_shards([4], seconds=3.0))
     torch_batches = list(make_train_loader(url, batch_size=2, num_workers=0, seed=3))
     dali = make_train_loader(url, batch_size=2, num_workers=0, seed=3, backend="dali")
-    for t, d in zip(torch_batches, dali):
+    for t, d in zip(torch_batches, dali, strict=True):   # as many DALI batches as torch ones
         assert t["keys"] == d["keys"]
         for k in ("v1", "v2", "a1", "a2"):
             assert d[k].shape == t[k].shape and d[k].dtype == t[k].dtype
@@ -230,7 +230,7 @@ def test_cuda_path_matches_cpu_workers(synth_shards):
     url = str(synth_shards([4], seconds=3.0))
     cpu = list(make_train_loader(url, batch_size=2, num_workers=1, seed=7))
     gpu = list(make_train_loader(url, batch_size=2, num_workers=1, seed=7, device="cuda"))
-    for c, g in zip(cpu, gpu):
+    for c, g in zip(cpu, gpu, strict=True):
         assert c["keys"] == g["keys"] and g["v1"].is_cuda
         for k in ("v1", "v2", "a1", "a2"):
             assert (g[k].cpu() - c[k]).abs().mean() < 0.03
@@ -299,7 +299,7 @@ def test_dali_path_prepares_ahead_and_resumes_exactly(synth_shards):
     resumed.load_state_dict(state)
     rest = list(resumed)
     assert len(done) + len(rest) == len(straight) == 3
-    for x, y in zip(done + rest, straight):
+    for x, y in zip(done + rest, straight, strict=True):
         assert x["keys"] == y["keys"]
         torch.testing.assert_close(x["v1"], y["v1"], atol=0, rtol=0)
     assert resumed.stats["clips"] == 6 and resumed.epoch == 1      # counts of the whole epoch
