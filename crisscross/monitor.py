@@ -26,12 +26,24 @@ def collapse_std(z: torch.Tensor) -> float:
 
 def check_finite(loss: float, step: int, lr: float, amp: str) -> None:
     """Raise :class:`TrainingDiverged` when ``loss`` is NaN or infinite."""
-    if math.isfinite(loss):
-        return
+    if not math.isfinite(loss):
+        _diverged(f"loss became {loss}", step, lr, amp)
+
+
+def check_finite_weights(state: dict[str, torch.Tensor], step: int, lr: float, amp: str) -> None:
+    """Raise :class:`TrainingDiverged` when a tensor of the model's ``state`` dict is not finite: an
+    update can overflow the weights while the loss that drove it was finite, and a checkpoint of
+    them would replace the last good one."""
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        _diverged(f"weights became non-finite ({bad})", step, lr, amp)
+
+
+def _diverged(what: str, step: int, lr: float, amp: str) -> None:
     hints = [f"lower the learning rate (--lr, now {lr:g})", "enable LARC (--larc)"]
     if amp != "off":
         hints.append("train without mixed precision (--amp off) or with bf16")
-    raise TrainingDiverged(f"loss became {loss} at step {step}; training stopped before writing a broken "
+    raise TrainingDiverged(f"{what} at step {step}; training stopped before writing a broken "
                            f"checkpoint. Try to {', or '.join(hints)}, then --resume auto.")
 
 

@@ -29,7 +29,7 @@ from crisscross.checkpoint import (CHECKPOINT_NAME, describe_choices, load_check
 from crisscross.config import TrainConfig
 from crisscross.losses import pair_losses, resolve_terms
 from crisscross.models import build_crisscross
-from crisscross.monitor import RunLog, check_finite, collapse_std
+from crisscross.monitor import RunLog, check_finite, check_finite_weights, collapse_std
 from crisscross.optim import apply_lr, build_optimizer
 from crisscross.runtime import amp_dtype, convert_sync_bn, pick_device, setup_distributed, wrap_ddp
 from crisscross.training_probe import probe_due, resolve_modality, run_probes
@@ -244,7 +244,9 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
     net = wrap_ddp(model, device, one_modality(config.terms)) if world > 1 else model
 
     def checkpoint() -> Path | None:
-        """Collective under DDP (every rank's loader position is kept); rank 0 writes."""
+        """Collective under DDP (every rank's loader position is kept); rank 0 writes. Never of
+        non-finite weights (every rank has the same ones, so all stop together)."""
+        check_finite_weights(model.state_dict(), step, optimizer.param_groups[0]["lr"], config.amp)
         loaders = [loader.state_dict()]
         if world > 1:
             loaders = [None] * world
