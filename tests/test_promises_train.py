@@ -80,7 +80,7 @@ def losses(result) -> list[float]:
 
 
 # --- resume in a later epoch ---------------------------------------------------------------------
-@pytest.mark.slow   # 8 training steps: ~5 min on the loaded 2-core machine (load 13)
+@pytest.mark.slow   # 8 training steps: 140-320 s on the shared 2-core machine (load 10-13)
 def test_resume_in_epoch_1_across_a_pass_boundary_continues_exactly(shards, tmp_path):
     """Stopped mid-epoch 1 and resumed == one uninterrupted run: same losses step by step, same
     weights bit for bit, same final loader position.
@@ -258,7 +258,7 @@ def assert_close_dicts(a: dict, b: dict, **tol) -> None:
         torch.testing.assert_close(a[k], b[k], msg=lambda m, k=k: f"{k}: {m}", **tol)
 
 
-@pytest.mark.slow   # five forward/backward passes of batch 2-4: ~80 s on the loaded 2-core machine
+@pytest.mark.slow   # five forward/backward passes of batch 2-4: 18-110 s on the shared 2-core machine
 def test_accumulate_averages_the_micro_batches_gradients(shards):
     """What docs/training.md promises for ``--accumulate N``: the step's gradient is the mean of the
     N micro-batches' gradients, each micro-batch normalised by its own batch-norm statistics (as N
