@@ -4,8 +4,13 @@ A checkpoint is one ``torch.save`` file holding plain tensors and containers onl
 with ``weights_only=True`` (no pickled code runs when a checkpoint from elsewhere is opened):
 
 ``model`` (state dict, no DDP prefix), ``optimizer``, ``scaler`` (or None), ``step`` (optimiser
-steps done), ``epoch``, ``loader`` (``TrainLoader.state_dict()``), ``rng`` (torch, numpy, python,
-cuda), ``config`` (``TrainConfig.to_dict()``), ``version``.
+steps done), ``epoch``, ``loaders`` (every rank's ``TrainLoader.state_dict()``), ``rng`` (torch,
+numpy, python, cuda), ``counts`` (clips skipped without audio, lost, substituted in finished epochs;
+steps the fp16 scaler skipped), ``config`` (``TrainConfig.to_dict()``), ``version``.
+
+Load checkpoints on the CPU (the default here) and let ``load_state_dict`` move each tensor where
+its module or optimiser lives: RNG states must stay CPU byte tensors, and Adam keeps its ``step``
+counters on the CPU unless it is capturable or fused.
 """
 
 from __future__ import annotations
@@ -87,8 +92,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(s: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured."""
     torch.set_rng_state(s["torch"])
-    if s.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    if torch.cuda.is_available():   # as many GPUs as both runs see (a resumed run may see fewer)
+        for i, state in enumerate(s.get("cuda", [])[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, i)
     n = s["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = s["python"]

@@ -140,6 +140,10 @@ def eval_group() -> None:
     crisscross eval finetune CKPT SHARDS...   full fine-tuning, Table S11 (E.2)
     crisscross eval probe    CKPT SHARDS...   linear layer on a frozen backbone (E.1, large sets)
     crisscross eval table    REPORTS...       one paper-style table from several reports
+
+    \b
+    Example:
+      crisscross eval linear runs/tiny/checkpoint.pt esc50-shards/ --modality audio --with-baseline
     """
 
 

@@ -138,6 +138,10 @@ def viz_group() -> None:
     crisscross viz curves     RUN [RUN...]               loss terms / probe accuracy per epoch (Fig. 4, 5)
 
     Each writes PNGs and its section of OUT/index.md.
+
+    \b
+    Example:
+      crisscross viz curves runs/tiny --out viz
     """
 
 
