@@ -101,6 +101,13 @@ def sources_digest(items: Sequence[SourceItem]) -> str:
     return h.hexdigest()
 
 
+def sizes_digest(items: Sequence[SourceItem]) -> str:
+    """A fingerprint of the sources' file sizes (-1 for a missing file), so a source replaced under
+    the same name (re-downloaded, re-encoded) is seen; sizes, not times, keep a copy's manifest equal."""
+    sizes = [os.path.getsize(it.path) if os.path.isfile(it.path) else -1 for it in items]
+    return hashlib.sha1(json.dumps(sizes).encode()).hexdigest()
+
+
 def _prepare_out(out: str) -> None:
     """Create ``out``, check it is writable, and remove temporary files left by a killed run."""
     try:
@@ -124,6 +131,7 @@ def _check_resumable(out: str, build_info: dict[str, Any]) -> None:
     with open(path) as f:
         old = json.load(f).get("build", {})
     keys = ("options", "sources_digest", "videos_per_shard", "shuffle", "seed")
+    keys += ("sizes_digest",) if "sizes_digest" in old else ()   # manifests of older avshards lack it
     if any(old.get(k) != build_info[k] for k in keys):
         raise BuildError(f"{out} holds shards built from other sources or options; "
                          "add --overwrite to rebuild them, or choose another --out.")
@@ -257,6 +265,7 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
     build_info = {"options": {"short_side": short_side, "quality": quality, "clip_seconds": float(clip_seconds),
                               "fps": FPS, "sample_rate": SAMPLE_RATE},
                   "videos_per_shard": videos_per_shard, "sources_digest": sources_digest(items),
+                  "sizes_digest": sizes_digest(items),
                   "num_sources": len(items), "ffmpeg": ffmpeg_version, "shuffle": shuffle, "seed": seed}
     items = build_order(items, shuffle, seed)
     specs = plan_shards(items, out, videos_per_shard, options)

@@ -221,7 +221,8 @@ def s3_client():
         except ImportError:
             raise ShardAccessError("s3:// URLs need boto3; pip install 'crisscross-av[s3]'.") from None
         # Our own retry loop decides what is transient; botocore's would hide the cause and the time.
-        config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=TIMEOUT,
+        # (botocore's "max_attempts" counts retries: only "total_max_attempts" 1 turns them off.)
+        config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=TIMEOUT,
                         read_timeout=TIMEOUT, max_pool_connections=16)
         if config_env not in _SESSIONS:
             _SESSIONS.clear()
@@ -593,7 +594,7 @@ def upload(local: str, url: str, skip_existing: bool = True,
         dest = join(url, os.path.basename(path)) if url.endswith("/") or os.path.isdir(local) else url
         skip = skip_existing and size(dest) == os.path.getsize(path)
         if not skip:
-            upload_file(path, dest)
+            with_retries(lambda: upload_file(path, dest))
         (skipped if skip else uploaded).append(dest)
         if progress:
             progress(dest, skip)

@@ -256,7 +256,8 @@ class _PartReader:
     def sample(self, url: str, index: CompactIndex, n: int, run_stop: int) -> dict[str, Any]:
         """Sample ``n``, from the open request when it is there, else from a new one that runs to
         the end of its run in the part (or the next skipped sample)."""
-        if self.cursor is None or self.cursor[:2] != [url, n]:
+        # the open request serves n only before its stop (the next pass may go on at that sample)
+        if self.cursor is None or self.cursor[:2] != [url, n] or n >= self.cursor[2]:
             self.close_cursor()
             stop = self.request_stop(index, n, run_stop)
             it = read_samples(url, n, stop, index, self.s.retries, self.s.backoff, self.counts)

@@ -6,7 +6,9 @@ with ``weights_only=True`` (no pickled code runs when a checkpoint from elsewher
 ``model`` (state dict, no DDP prefix), ``optimizer``, ``scaler`` (or None), ``step`` (optimiser
 steps done), ``epoch``, ``loaders`` (every rank's ``TrainLoader.state_dict()``), ``rng`` (torch,
 numpy, python, cuda), ``counts`` (clips skipped without audio, lost, substituted in finished epochs;
-steps the fp16 scaler skipped), ``config`` (``TrainConfig.to_dict()``), ``version``.
+steps the fp16 scaler skipped), ``config`` (``TrainConfig.to_dict()``), ``version``. The network is
+rebuilt from the config's model choices (:func:`model_choices`), so every ablation's checkpoint
+loads into its own architecture.
 
 Load checkpoints on the CPU (the default here) and let ``load_state_dict`` move each tensor where
 its module or optimiser lives: RNG states must stay CPU byte tensors, and Adam keeps its ``step``
@@ -23,8 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from crisscross.paper import MODEL
+
 CHECKPOINT_NAME = "checkpoint.pt"
 VERSION = 1
+# The config keys that decide the network, with the values of checkpoints older than the options.
+MODEL_CHOICES = {"model": "paper", "projector_layers": MODEL.proj_layers, "predictor": "separate"}
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -61,6 +67,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a crisscross checkpoint (no 'model' entry)")
     return state
+
+
+def model_choices(config: dict[str, Any]) -> dict[str, Any]:
+    """The network a checkpoint's (or export's) ``config`` records: ``model``, ``projector_layers``,
+    ``predictor`` (:func:`crisscross.models.build_crisscross`'s arguments); the paper's model where
+    a key is missing (checkpoints written before the options existed)."""
+    return {k: config.get(k, default) for k, default in MODEL_CHOICES.items()}
+
+
+def describe_choices(choices: dict[str, Any]) -> str:
+    """``--model tiny --projector-layers 3 --predictor separate``: the options that give this network."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in choices.items())
 
 
 def resolve_resume(resume: str | None, out: str | os.PathLike) -> Path | None:

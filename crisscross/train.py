@@ -32,8 +32,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from avshards.stream import DEFAULT_MAX_LOST, merge_states
-from crisscross.checkpoint import (CHECKPOINT_NAME, load_checkpoint, resolve_resume, rng_state,
-                                   save_checkpoint, set_rng_state)
+from crisscross.checkpoint import (CHECKPOINT_NAME, describe_choices, load_checkpoint, model_choices,
+                                   resolve_resume, rng_state, save_checkpoint, set_rng_state)
 from crisscross.config import TrainConfig
 from crisscross.losses import pair_losses, resolve_terms
 from crisscross.models import build_crisscross
@@ -148,14 +148,17 @@ def host_rows(metrics: list[dict[str, torch.Tensor]], counts: list[int],
 
 # --- the loop -----------------------------------------------------------------------------------
 def make_loader(shards: str, micro_batch: int, *, workers: int, mode: str, backend: str, seed: int,
-                epoch_size: int | None, max_lost: float | int | None, device: torch.device, rank: int, world: int):
+                epoch_size: int | None, max_lost: float | int | None, device: torch.device, rank: int, world: int,
+                video_aug: tuple[str, ...] | None = None, audio_aug: tuple[str, ...] | None = None,
+                temporal_consistency: str | None = None):
     """The training loader of this rank (``micro_batch`` clips per batch)."""
     from crisscross.data.loader import make_train_loader   # here: keeps torchvision off `crisscross --help`
 
     return make_train_loader(shards, batch_size=micro_batch, num_workers=workers, mode=mode, backend=backend,
                              device=str(device), seed=seed, epoch_size=epoch_size,
                              max_lost=DEFAULT_MAX_LOST if max_lost is None else max_lost,
-                             rank=rank if world > 1 else None, world_size=world if world > 1 else None)
+                             rank=rank if world > 1 else None, world_size=world if world > 1 else None,
+                             video_augs=video_aug, audio_augs=audio_aug, temporal_consistency=temporal_consistency)
 
 
 class EmptyEpoch(RuntimeError):
@@ -208,15 +211,21 @@ def warn_if_clustered(url: str) -> None:
                    "which recovers most of a shuffle (docs/streaming.md#order-how-an-epoch-is-mixed).", err=True)
 
 
-def restore(path: Path, model, optimizer, scaler, loader, rank: int) -> tuple[int, dict[str, int], int, dict]:
+def restore(path: Path, model, optimizer, scaler, loader, rank: int,
+            choices: dict) -> tuple[int, dict[str, int], int, dict]:
     """Load everything a checkpoint holds into the run's objects; (step, this rank's counts of
-    finished epochs, steps the fp16 scaler skipped, the checkpoint's config).
+    finished epochs, steps the fp16 scaler skipped, the checkpoint's config). ``choices``: the run's
+    :func:`crisscross.checkpoint.model_choices`, which the checkpoint's must equal.
 
     The checkpoint is read on the CPU whatever the device: ``load_state_dict`` moves the weights
     and Adam's moments to where their modules live (Adam's ``step`` counters stay on the CPU, as a
     non-capturable Adam wants them), and the RNG states stay CPU byte tensors as
     ``torch.set_rng_state`` requires."""
     state = load_checkpoint(path)
+    saved = model_choices(state.get("config", {}))
+    if saved != choices:
+        raise ValueError(f"{path} holds a different network ({describe_choices(saved)}) than this run's "
+                         f"({describe_choices(choices)}); resume with the checkpoint's options or use another --out")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and state.get("scaler"):
@@ -258,6 +267,15 @@ def resume_loader(loader, saved: list[dict], rank: int, legacy_skipped: int = 0)
     return {k: sum(c.get(k, 0) for c in counts) if rank == 0 else 0 for k in COUNTED}
 
 
+def build_model(config: TrainConfig, world: int, device: torch.device) -> torch.nn.Module:
+    """The network ``config`` names (``model``, ``projector_layers``, ``predictor``) on ``device``, the
+    same initial weights on every rank; under DDP (``world`` > 1) its batch norms synchronised across
+    ranks unless ``sync_bn`` is off (on by default, as the official code)."""
+    torch.manual_seed(config.seed)
+    model = build_crisscross(config.model, config.projector_layers, config.predictor).to(device)
+    return convert_sync_bn(model, device) if config.sync_bn and world > 1 else model
+
+
 def train(config: TrainConfig, resume: str | None = None, stop_after: int | None = None,
           progress: bool = True, deterministic: bool = False) -> TrainResult:
     """Pretrain CrissCross as ``config`` says; write checkpoints and logs to ``config.out``.
@@ -283,17 +301,15 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
                          f"({world} x {config.accumulate})")
     micro = config.batch_size // (world * config.accumulate)
 
-    torch.manual_seed(config.seed)  # same initial weights on every rank
-    model = build_crisscross(projector_layers=config.projector_layers).to(device)
-    if config.sync_bn and world > 1:
-        model = convert_sync_bn(model, device)
+    model = build_model(config, world, device)
     optimizer = build_optimizer(model, base_lr=config.lr, predictor_lr=config.lr_predictor,
                                 weight_decay=config.weight_decay, betas=tuple(config.betas),
                                 larc=config.larc, trust_coefficient=config.larc_trust)
     scaler = grad_scaler(dtype, device)
     loader = make_loader(config.shards, micro, workers=config.workers, mode=config.mode, backend=config.backend,
                          seed=config.seed, epoch_size=config.epoch_size, max_lost=config.max_lost, device=device,
-                         rank=rank, world=world)
+                         rank=rank, world=world, video_aug=config.video_aug, audio_aug=config.audio_aug,
+                         temporal_consistency=config.temporal_consistency)
     if rank == 0:
         warn_if_clustered(config.shards)
         logger.info("rank 0 of %d on %s, autocast %s, %d clips per micro-batch", world, device, dtype, micro)
@@ -306,7 +322,8 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
     finished = dict.fromkeys(COUNTED, 0)      # this rank's counts of the finished epochs
     path = resolve_resume(resume, config.out)
     if path is not None:
-        step, finished, skipped_steps, saved = restore(path, model, optimizer, scaler, loader, rank)
+        step, finished, skipped_steps, saved = restore(path, model, optimizer, scaler, loader, rank,
+                                                       model_choices(config.to_dict()))
         epoch = loader.epoch
         changed = changed_settings(saved, config)
         if changed and rank == 0:

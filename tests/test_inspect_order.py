@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import avshards
 from avshards.cli import main
 from avshards.inspect import order_report, summarize
-from servers import RangeHandler
+from servers import RangeHandler, reset_faults
 
 CLASSES = ("coin", "hit", "jump", "laser")      # five recordings each in the real arcade sounds
 # The build's own order is what the first set must keep: turn off the shuffle where the build has one.
@@ -114,14 +114,14 @@ class RecordingHandler(RangeHandler):
     """The Range-capable test handler, recording (method, path, Range) of every request."""
 
     def send_head(self):
-        self.server.requests.append((self.command, self.path, self.headers.get("Range")))
+        self.server.log.append((self.command, self.path, self.headers.get("Range")))
         return super().send_head()
 
 
 def serve(folder):
     server = ThreadingHTTPServer(("127.0.0.1", 0),
                                  lambda *a, **kw: RecordingHandler(*a, directory=str(folder), **kw))
-    server.daemon_threads, server.failures_left, server.cut_next, server.requests = True, 0, 0, []
+    reset_faults(server).log = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -136,7 +136,7 @@ def test_remote_inspect_reads_manifest_and_indexes_only(class_sorted, tmp_path):
         assert result.output.splitlines()[3] == local.splitlines()[3]            # same order report
         size = sum(os.path.getsize(p) for p in class_sorted.glob("*.tar"))
         assert summarize(url + "/").num_bytes == size > 0
-        tar_reads = [r for _, p, r in server.requests if p.endswith(".tar")]
+        tar_reads = [r for _, p, r in server.log if p.endswith(".tar")]
         assert tar_reads and all(r is not None for r in tar_reads)               # never a whole shard ...
         spans = [int(b) - int(a) + 1 for a, b in (r.removeprefix("bytes=").split("-") for r in tar_reads)]
         assert max(spans) < 8192                                                  # ... only json members
@@ -153,7 +153,7 @@ def test_remote_inspect_without_a_manifest_counts_by_index_and_sizes_by_head(cla
         summary = summarize(url + "/shards-{000000..000001}.tar")
         size = sum(os.path.getsize(p) for p in class_sorted.glob("*.tar"))
         assert (summary.shards, summary.clips, summary.num_bytes, summary.complete) == (2, 20, size, False)
-        assert all(method == "HEAD" or path.endswith((".idx", ".json")) for method, path, _ in server.requests)
+        assert all(method == "HEAD" or path.endswith((".idx", ".json")) for method, path, _ in server.log)
         assert "?" in summary.table().splitlines()[1] and "inspect a local copy" in summary.table()
     finally:
         server.shutdown()

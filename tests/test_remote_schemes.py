@@ -15,7 +15,7 @@ import avshards
 from avshards import remote
 from avshards.cli import main
 from avshards.reader import list_shards, read_samples
-from servers import RangeHandler
+from servers import RangeHandler, reset_faults
 
 fsspec = pytest.importorskip("fsspec")
 
@@ -110,7 +110,7 @@ class TokenHandler(RangeHandler):
 def private_server(synth_shards):
     folder = synth_shards([2, 2])
     server = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **kw: TokenHandler(*a, directory=str(folder), **kw))
-    server.daemon_threads, server.failures_left, server.cut_next = True, 0, 0
+    reset_faults(server)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/", folder
     server.shutdown()

@@ -4,8 +4,9 @@ Random augmentations follow torchvision's "draw parameters, then apply" pattern:
 uses a NumPy generator on the host and returns a small frozen dataclass; the torch backend
 (:mod:`crisscross.data.augment`) applies it with torch ops and the DALI backend
 (:mod:`crisscross.data.dali`) with its operators, after :mod:`crisscross.data.dali.inputs` converts
-it to the graph's inputs. One draw covers every frame of a view (temporal consistency); the two
-views of a clip get independent draws. All settings come from :mod:`crisscross.paper`
+it to the graph's inputs. One draw covers every frame of a view (temporal consistency), or one
+draw per frame with ``settings.per_frame`` (the paper's "temporarily random" ablation, Sec. 4.5);
+the two views of a clip get independent draws. All settings come from :mod:`crisscross.paper`
 (``VIDEO_AUG``, ``AUDIO_AUG``, ...); docs/data.md has the table of what each value means.
 """
 
@@ -30,7 +31,8 @@ def audio_steps(audio_samples: int, settings: AudioAugSettings = paper.AUDIO_AUG
 class VideoAugParams:
     """Everything random about one video view; identity values mean "not applied"."""
 
-    crop: tuple[int, int, int, int]                     # top, left, height, width in source pixels
+    crop: tuple[int, int, int, int] | None              # top, left, height, width in source pixels;
+    #                                                     None: no multi-scale crop (eval-style centre crop)
     flip: bool = False
     jitter: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation factors; hue shift
     jitter_order: tuple[int, int, int, int] = (0, 1, 2, 3)  # indices into JITTER_OPS
@@ -42,6 +44,16 @@ class VideoAugParams:
     def identity(cls, height: int, width: int) -> "VideoAugParams":
         """Whole frame resized, nothing else (for tests and backend parity checks)."""
         return cls(crop=(0, 0, height, width))
+
+
+# A view's parameters: one set for all its frames, or one per frame (``VideoAugSettings.per_frame``).
+ViewParams = VideoAugParams | tuple[VideoAugParams, ...]
+
+
+def frame_params(p: ViewParams) -> list[VideoAugParams] | None:
+    """The per-frame parameter sets of a view, or None when one set covers every frame (a
+    DataLoader hands tuples over as lists)."""
+    return list(p) if isinstance(p, (tuple, list)) else None
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,7 @@ def draw_video_params(rng: np.random.Generator, height: int, width: int,
                       settings: VideoAugSettings = paper.VIDEO_AUG) -> VideoAugParams:
     """Draw one video view's parameters for frames of ``height`` x ``width`` pixels."""
     s = settings
-    crop = _random_resized_crop_box(rng, height, width, s.crop_scale, s.crop_ratio)
+    crop = _random_resized_crop_box(rng, height, width, s.crop_scale, s.crop_ratio) if s.multi_scale_crop else None
     flip = bool(rng.random() < s.flip_p)
     jitter, order = (1.0, 1.0, 1.0, 0.0), (0, 1, 2, 3)
     if rng.random() < s.jitter_p:
@@ -99,6 +111,15 @@ def draw_video_params(rng: np.random.Generator, height: int, width: int,
         cutout = (int(rng.integers(0, s.crop_size - side + 1)),
                   int(rng.integers(0, s.crop_size - side + 1)), side)
     return VideoAugParams(crop, flip, jitter, order, grayscale, blur, cutout)
+
+
+def draw_view_params(rng: np.random.Generator, height: int, width: int, frames: int,
+                     settings: VideoAugSettings = paper.VIDEO_AUG) -> ViewParams:
+    """One video view's parameters: one draw for its ``frames`` frames, or one draw per frame
+    (a tuple, in frame order) when ``settings.per_frame``."""
+    if settings.per_frame:
+        return tuple(draw_video_params(rng, height, width, settings) for _ in range(frames))
+    return draw_video_params(rng, height, width, settings)
 
 
 def draw_audio_params(rng: np.random.Generator, n_mels: int = 80, n_steps: int = 201,

@@ -21,7 +21,7 @@ from PIL import Image
 
 from avshards.format import AVClip
 from crisscross import paper
-from crisscross.data.params import AudioAugParams, VideoAugParams, audio_steps, draw_audio_params, draw_video_params
+from crisscross.data.params import AudioAugParams, ViewParams, audio_steps, draw_audio_params, draw_view_params
 from crisscross.data.views import ViewStarts, sample_views
 from crisscross.paper import AudioAugSettings, VideoAugSettings
 
@@ -44,7 +44,7 @@ class Prepared(NamedTuple):
     """A selected clip plus the augmentation parameters of its two views."""
 
     raw: RawTwoViews
-    video: tuple[VideoAugParams, VideoAugParams]
+    video: tuple[ViewParams, ViewParams]
     audio: tuple[AudioAugParams, AudioAugParams]
 
 
@@ -122,7 +122,7 @@ class PrepareClip:
         rng = clip_rng(self.seed, epoch, clip.key, visit)
         raw = select_two_views(clip, self.mode, rng, self.video_frames, self.audio_samples)
         h, w = raw.size
-        video = (draw_video_params(rng, h, w, self.video_settings), draw_video_params(rng, h, w, self.video_settings))
+        video = tuple(draw_view_params(rng, h, w, self.video_frames, self.video_settings) for _ in range(2))
         steps, n_mels = audio_steps(self.audio_samples, self.audio_settings), self.audio_settings.n_mels
         audio = (draw_audio_params(rng, n_mels, steps, self.audio_settings),
                  draw_audio_params(rng, n_mels, steps, self.audio_settings))

@@ -1,14 +1,18 @@
-"""The DALI graph: JPEG decode, temporally consistent video augmentation, volume, log-mel,
-SpecAugment and the spectrogram crop, defined once for the GPU and for DALI's CPU operators.
+"""The DALI graph: JPEG decode, video augmentation, volume, log-mel, time warp, SpecAugment and
+the spectrogram crop, defined once for the GPU and for DALI's CPU operators.
 
-:func:`two_view_graph` takes the named inputs of :mod:`crisscross.data.dali.inputs` (the frames,
-the waveforms and each view's parameters, drawn on the host by :mod:`crisscross.data.params`,
-the definition the torch backend applies too) and returns the batch's four views. ``device="gpu"``
-decodes with nvJPEG (``decoders.image(device="mixed")``) and runs every operator on the device;
-``"cpu"`` runs the same graph on CPU operators, so CI tests the production definition. Settings
-come from :data:`crisscross.paper.VIDEO_AUG` / :data:`~crisscross.paper.AUDIO_AUG`, the table the
-torch backend (:mod:`crisscross.data.augment`) reads too. A view's frames are one ``FHWC``
-sequence, so its one parameter set covers every frame.
+:func:`two_view_graph` takes the named inputs of :mod:`crisscross.data.dali.inputs` (the clip's
+distinct frames, the views' frame indices, the waveforms and each view's parameters, drawn on the
+host by :mod:`crisscross.data.params`, the definition the torch backend applies too) and returns
+the batch's four views. ``device="gpu"`` decodes with nvJPEG (``decoders.image(device="mixed")``)
+and runs every operator on the device; ``"cpu"`` runs the same graph on CPU operators, so CI tests
+the production definition. Settings come from :data:`crisscross.paper.VIDEO_AUG` /
+:data:`~crisscross.paper.AUDIO_AUG`, the table the torch backend (:mod:`crisscross.data.augment`)
+reads too; an augmentation they turn off (a Table 5 subset) is left out of the graph. Each
+distinct frame of a clip is decoded once, and each view picks its frames from them
+(``sequence_rearrange``), as the torch path does. A view's frames are one ``FHWC`` sequence, so
+its one parameter set covers every frame; with per-frame parameters (``per_frame``) each frame
+is augmented as a one-frame sequence of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from nvidia.dali.backend import TensorListGPU
 from nvidia.dali.plugin.pytorch import feed_ndarray
 
 from crisscross import paper
-from crisscross.data.dali.inputs import AUDIO_INPUTS, VIDEO_INPUTS, VIEWS, canvas_size, jpeg_names
+from crisscross.data.dali.inputs import VIEWS, audio_params_used, canvas_size, jpeg_names, video_params_used
 
 DEVICES = ("gpu", "cpu")
 OUTPUTS = ("v1", "v2", "a1", "a2")
@@ -106,10 +110,10 @@ def _fill_box(x, anchor, shape, axis_names: str, fill, layout: str):
 
 
 def _eval_box(jpeg0, s: paper.VideoAugSettings):
-    """ROI of torchvision's Resize(short side EVAL_RESIZE) + CenterCrop(crop_size), in source pixels."""
+    """ROI of torchvision's Resize(short side eval_resize) + CenterCrop(crop_size), in source pixels."""
     height, width = _frame_size(jpeg0)
     wide = height <= width
-    short = paper.EVAL_RESIZE
+    short = s.eval_resize
     rh = wide * short + (1 - wide) * dmath.floor(short * height / width)    # int(128 * long / short)
     rw = wide * dmath.floor(short * width / height) + (1 - wide) * short
 
@@ -124,11 +128,9 @@ def _eval_box(jpeg0, s: paper.VideoAugSettings):
             fn.stack((top + s.crop_size) * sy, (left + s.crop_size) * sx))
 
 
-def augment_video(jpegs: list, p: dict | None, s: paper.VideoAugSettings, device: str):
-    """Decode a view's JPEG nodes and augment them as one sequence (``p=None``: eval transform).
-
-    Returns a float DataNode [3, T, S, S] normalised with the table's mean and std.
-    """
+def decode_frames(inputs: Mapping[str, Any], video_frames: int, device: str):
+    """The clip's distinct frames, each decoded once, as one uint8 sequence [2T, H, W, 3] (the
+    slots past ``frames`` repeat frame 0 and are never picked)."""
     # GPU: frames are small (~128 x 228), below nvJPEG's hybrid threshold, so every image the
     # hardware decoder does not take gets its Huffman stage on the CPU; hand them all to the
     # hardware decoder (A100/H100) to keep the CPU free. Fancy upsampling = libjpeg-turbo's
@@ -136,10 +138,37 @@ def augment_video(jpegs: list, p: dict | None, s: paper.VideoAugSettings, device
     options: dict = dict(device="cpu")
     if device == "gpu":
         options = dict(device="mixed", hw_decoder_load=GPU_HW_DECODER_LOAD, jpeg_fancy_upsampling=True)
-    seq = fn.stack(*[fn.decoders.image(j, output_type=types.RGB, **options) for j in jpegs], axis_name="F")
+    slots = jpeg_names(video_frames)
+    first = fn.decoders.image(inputs[slots[0]], output_type=types.RGB, **options)
+    frames, count = [first], inputs["frames"]
+    for k, slot in enumerate(slots[1:], start=1):
+        if count > k:              # DALI conditionals: only the clips with a k-th frame decode one
+            frame = fn.decoders.image(inputs[slot], output_type=types.RGB, **options)
+        else:
+            frame = first
+        frames.append(frame)
+    return fn.stack(*frames, axis_name="F")
+
+
+def augment_view(frames, index, jpeg0, p: dict | None, s: paper.VideoAugSettings, device: str,
+                 video_frames: int):
+    """One view: its frames (``index`` into the decoded ``frames``) augmented as one sequence,
+    or frame by frame with per-frame parameters (``s.per_frame``: row t of every parameter is
+    frame t's; ``p=None``: eval transform). Returns a float DataNode [3, T, S, S]."""
+    if p is None or not s.per_frame:
+        return augment_video(fn.sequence_rearrange(frames, new_order=index), jpeg0, p, s, device)
+    parts = [augment_video(fn.sequence_rearrange(frames, new_order=index[t:t + 1]), jpeg0,
+                           {name: value[t] for name, value in p.items()}, s, device) for t in range(video_frames)]
+    return fn.cat(*parts, axis=1)
+
+
+def augment_video(seq, jpeg0, p: dict | None, s: paper.VideoAugSettings, device: str):
+    """Augment a view's uint8 frames ``seq`` [T, H, W, 3] as one sequence (``p=None``: eval
+    transform; ``jpeg0``: a frame's JPEG, for its size). Returns a float DataNode [3, T, S, S]
+    normalised with the table's mean and std."""
     size = [s.crop_size, s.crop_size]
-    if p is None:
-        start, end = _eval_box(jpegs[0], s)
+    if p is None or "crop" not in p:          # no multi-scale crop: the eval-style centre crop
+        start, end = _eval_box(jpeg0, s)
         x = fn.resize(seq, roi_start=start, roi_end=end, size=size)
     else:
         # cut first, then resize: the antialias filter must not reach past the box (as torchvision)
@@ -155,23 +184,30 @@ def augment_video(jpegs: list, p: dict | None, s: paper.VideoAugSettings, device
 
 
 def _augment_frames(x, p: dict, s: paper.VideoAugSettings, device: str):
-    """Flip, jitter in the drawn order, grayscale, blur, cutout: one parameter set for all frames."""
-    x = fn.flip(x, horizontal=p["flip"])
-    order, factors = p["order"], _dev(p["jitter"], device)
-    for slot in range(4):      # DALI conditionals: each sample takes the branch its order names
-        op = order[slot]
-        if op == 0:
-            x = _jitter(x, 0, factors[0])
-        elif op == 1:
-            x = _jitter(x, 1, factors[1])
-        elif op == 2:
-            x = _jitter(x, 2, factors[2])
-        else:
-            x = _jitter(x, 3, factors[3])
-    if p["gray"] == 1:
-        x = _layout(fn.cat(*[_gray(x)] * 3, axis=3), "FHWC")
-    if p["sigma"] > 0.0:
-        x = fn.gaussian_blur(x, sigma=p["sigma"], window_size=s.blur_kernel)
+    """Flip, jitter in the drawn order, grayscale, blur, cutout: one parameter set for all frames
+    (each step only where the settings have it)."""
+    if "flip" in p:
+        x = fn.flip(x, horizontal=p["flip"])
+    if "jitter" in p:
+        order, factors = p["order"], _dev(p["jitter"], device)
+        for slot in range(4):      # DALI conditionals: each sample takes the branch its order names
+            op = order[slot]
+            if op == 0:
+                x = _jitter(x, 0, factors[0])
+            elif op == 1:
+                x = _jitter(x, 1, factors[1])
+            elif op == 2:
+                x = _jitter(x, 2, factors[2])
+            else:
+                x = _jitter(x, 3, factors[3])
+    if "gray" in p:
+        if p["gray"] == 1:
+            x = _layout(fn.cat(*[_gray(x)] * 3, axis=3), "FHWC")
+    if "sigma" in p:
+        if p["sigma"] > 0.0:
+            x = fn.gaussian_blur(x, sigma=p["sigma"], window_size=s.blur_kernel)
+    if "cutout" not in p:
+        return x
     cut = p["cutout"]
     fill = fn.reductions.mean(x[0:1], axes=[0, 1, 2], keep_dims=True)     # first frame's mean colour
     return _fill_box(x, fn.stack(cut[0], cut[1]), fn.stack(cut[2], cut[2]), "HW", fill, "FHWC")
@@ -179,9 +215,10 @@ def _augment_frames(x, p: dict, s: paper.VideoAugSettings, device: str):
 
 # --- audio ----------------------------------------------------------------------------------------
 def augment_audio(wave, p: dict | None, s: paper.AudioAugSettings, n_steps: int, device: str):
-    """Volume, log-mel, SpecAugment masks and the spectrogram crop of one view (``p=None``: log-mel
-    only). Returns a float DataNode [1, n_mels, n_steps]."""
-    if p is not None:
+    """Volume, log-mel, time warp, SpecAugment masks and the spectrogram crop of one view (each
+    where the settings have it; ``p=None``: log-mel only). Returns a float DataNode
+    [1, n_mels, n_steps]."""
+    if p is not None and "volume" in p:
         wave = wave * _dev(p["volume"], device)
     spec = fn.spectrogram(wave, nfft=s.n_fft, window_length=s.n_fft, window_step=s.hop_length,
                           center_windows=True, reflect_padding=True, power=2)
@@ -190,9 +227,28 @@ def augment_audio(wave, p: dict | None, s: paper.AudioAugSettings, n_steps: int,
     x = (dmath.log(mel + s.log_eps) - s.norm_mean) / s.norm_std
     x = fn.reshape(fn.expand_dims(x, axes=[2]), layout="HWC")                 # 80 x T x 1
     if p is not None:
-        x = _spec_masks(x, p["masks"], s, n_steps)
-        x = _spec_crop(x, p["crop"], s, n_steps)
+        if "warp" in p:
+            x = _time_warp(x, p["warp"], s, n_steps)
+        if "masks" in p:
+            x = _spec_masks(x, p["masks"], s, n_steps)
+        if "crop" in p:
+            x = _spec_crop(x, p["crop"], s, n_steps)
     return fn.transpose(x, perm=[2, 0, 1])
+
+
+def _time_warp(x, warp, s: paper.AudioAugSettings, n_steps: int):
+    """SpecAugment's time warp: steps [0, centre) stretched to new_centre steps, the rest squeezed
+    into what is left, each by cubic resampling (DALI's cubic is Catmull-Rom, a = -0.5; torch's
+    bicubic uses a = -0.75, so warped bins differ a little, as in the spectrogram crop)."""
+    centre, new = warp[0], warp[1]
+    zero = 0.0 * centre
+    left = fn.slice(x, start=_int(fn.stack(zero, zero)), shape=_int(fn.stack(zero + s.n_mels, centre)), axis_names="HW")
+    right = fn.slice(x, start=_int(fn.stack(zero, centre)), shape=_int(fn.stack(zero + s.n_mels, n_steps - centre)),
+                     axis_names="HW")
+    cubic = dict(interp_type=types.INTERP_CUBIC, antialias=False)
+    left = fn.resize(left, size=fn.stack(zero + s.n_mels, new), **cubic)
+    right = fn.resize(right, size=fn.stack(zero + s.n_mels, n_steps - new), **cubic)
+    return _layout(fn.cat(left, right, axis=1), "HWC")
 
 
 def _spec_masks(x, masks, s: paper.AudioAugSettings, n_steps: int):
@@ -229,24 +285,26 @@ def _spec_crop(x, box, s: paper.AudioAugSettings, n_steps: int):
 def two_view_graph(inputs: Mapping[str, Any], device: str, augment: bool, video_frames: int,
                    video: paper.VideoAugSettings, audio: paper.AudioAugSettings, n_steps: int) -> tuple:
     """The DataNodes (v1, v2, a1, a2) from the named inputs of :mod:`crisscross.data.dali.inputs`
-    (``inputs["v1_jpeg0"]``, ``inputs["a1"]``, ``inputs["v1_crop"]``...; no parameters without
-    ``augment``: the evaluation transform)."""
-    jpegs = jpeg_names(video_frames)
+    (``inputs["jpeg0"]``, ``inputs["v1_frames"]``, ``inputs["a1"]``, ``inputs["v1_crop"]``...; no
+    parameters without ``augment``: the evaluation transform)."""
+    frames = decode_frames(inputs, video_frames, device)
+    jpeg0 = inputs[jpeg_names(video_frames)[0]]
     outs = []
-    for k, v in enumerate(VIEWS):
-        p = {n: inputs[f"v{v}_{n}"] for n in VIDEO_INPUTS} if augment else None
-        outs.append(augment_video([inputs[n] for n in jpegs[k * video_frames:(k + 1) * video_frames]], p, video, device))
     for v in VIEWS:
-        p = {n: inputs[f"a{v}_{n}"] for n in AUDIO_INPUTS} if augment else None
+        p = {n: inputs[f"v{v}_{n}"] for n in video_params_used(video)} if augment else None
+        outs.append(augment_view(frames, inputs[f"v{v}_frames"], jpeg0, p, video, device, video_frames))
+    for v in VIEWS:
+        p = {n: inputs[f"a{v}_{n}"] for n in audio_params_used(audio)} if augment else None
         outs.append(augment_audio(_dev(inputs[f"a{v}"], device), p, audio, n_steps, device))
     return tuple(outs)
 
 
 def to_torch(tensor_list, device: str | torch.device = "cpu") -> torch.Tensor:
-    """A dense DALI TensorList (CPU or GPU) as a torch tensor on ``device``."""
+    """A dense DALI TensorList (CPU or GPU) as a torch tensor on ``device``; a GPU copy is queued
+    on torch's current stream (what DALI's own PyTorch iterator does), so nothing waits."""
     dense = tensor_list.as_tensor()
     if isinstance(tensor_list, TensorListGPU):      # device to device copy
         out = torch.empty(dense.shape(), dtype=torch.float32, device=device)
-        feed_ndarray(dense, out)
+        feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(out.device))
         return out
     return torch.from_numpy(np.array(dense)).to(device)

@@ -27,7 +27,7 @@ from avshards.index import index_path
 from crisscross import paper
 from crisscross.data.choices import check_choice, check_mode
 from crisscross.data.dali.graph import DEVICES, OUTPUTS, two_view_graph, to_torch
-from crisscross.data.dali.inputs import check_settings, from_prepared, graph_inputs, input_names
+from crisscross.data.dali.inputs import from_prepared, graph_inputs, input_names
 from crisscross.data.params import audio_steps
 from crisscross.data.selection import PrepareClip
 
@@ -49,7 +49,8 @@ class ViewSelector:
             raise ValueError(f"clip {clip.key!r} has no frames or no audio samples; rebuild its shard "
                              "with avshards build")
         s = self.prepare.audio_settings
-        inputs = graph_inputs(from_prepared(item), s, audio_steps(self.prepare.audio_samples, s))
+        inputs = graph_inputs(from_prepared(item), s, audio_steps(self.prepare.audio_samples, s),
+                              self.prepare.video_frames)
         return (*(inputs[n] for n in self.names), np.frombuffer(clip.key.encode(), np.uint8))
 
 
@@ -73,10 +74,8 @@ class DaliShardLoader:
                  audio: paper.AudioAugSettings = paper.AUDIO_AUG):
         check_mode(mode)
         check_choice("DALI device", device, DEVICES)
-        if augment:
-            check_settings(audio)
         prepare = PrepareClip(mode, seed, 0, video_frames, int(round(audio_seconds * paper.SAMPLE_RATE)), video, audio)
-        names = input_names(video_frames, augment)
+        names = input_names(video_frames, augment, video, audio)
         selector = ViewSelector(prepare, names)
         n_steps = audio_steps(prepare.audio_samples, audio)
 
