@@ -5,7 +5,8 @@
 # then run, with .gpu carried:
 #
 #   bash tools/gpu_check.sh                      # results in $OUT (default .gpu/out)
-#   GPU_CHECK_DRY_RUN=1 bash tools/gpu_check.sh  # anywhere: every command checked with --help / --collect-only
+#   GPU_CHECK_DRY_RUN=1 bash tools/gpu_check.sh  # anywhere: every command checked with --help / --collect-only,
+#                                                # and one tiny CPU training step on the carried shards
 #
 # Steps (each under a time limit; all together under GPU_CHECK_SECONDS, default 540):
 #   env         nvidia-smi, torch and the GPU
@@ -54,10 +55,12 @@ step() {
     tail -n 4 "$OUT/$name.txt"
 }
 
-train() { "$PY" -m crisscross.cli -v train .gpu/shards --device cuda --batch-size 8 --epoch-size 0 --workers 2 --quiet "$@"; }
+# The paper's model (the tiny-cpu preset's other values): the full network's resume and AMP on CUDA.
+TRAIN=("$PY" -m crisscross.cli -v train .gpu/shards --model paper --device cuda --batch-size 8 --epoch-size 0
+       --workers 2 --quiet)
 
 rm -f "$OUT"/{env,pytest,bench_gpu,train_step,train}.txt
-step env 30 sh -c 'nvidia-smi; "$0" -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else \"no GPU\")"' "$PY"
+step env 60 sh -c 'nvidia-smi; "$0" -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() else \"no GPU\")"; "$0" -c "import webdataset, braceexpand, ffmpeg, yaml, matplotlib, safetensors, sklearn, tqdm, click; print(\"imports: ok\")"' "$PY"
 if [ -n "$DRY" ]; then
     step pytest 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider --collect-only $(grep -l "mark.gpu" tests/test_*.py)
 else
@@ -67,11 +70,15 @@ step bench_gpu 150 "$PY" tools/bench_gpu.py --shards .gpu/shards --only torch-gp
     --batch-size 16 --workers 4 --train-batch 64 --train-steps 10
 step train_step 90 "$PY" tools/bench_train_step.py --device cuda --amp bf16 --batch-size 32 --steps 10
 step train_step 60 "$PY" tools/bench_train_step.py --device cuda --amp fp16 --batch-size 32 --steps 10
-step train 90 train --amp bf16 --steps 6 --stop-after 3 --log-every 2 --out "$RUNS/bf16"
-step train 90 train --amp bf16 --steps 6 --log-every 2 --out "$RUNS/bf16" --resume auto
+step train 90 "${TRAIN[@]}" --amp bf16 --steps 6 --stop-after 3 --log-every 2 --out "$RUNS/bf16"
+step train 90 "${TRAIN[@]}" --amp bf16 --steps 6 --log-every 2 --out "$RUNS/bf16" --resume auto
+if [ -n "$DRY" ]; then   # the carried shards and wheels, for real: one tiny step on the CPU
+    DRY= step train 240 "$PY" -m crisscross.cli -v train .gpu/shards --device cpu --batch-size 2 --epoch-size 4 \
+        --steps 1 --workers 1 --quiet --out "$RUNS/cpu"
+fi
 [ -f "$RUNS/bf16/log.csv" ] && cp "$RUNS/bf16/log.csv" "$OUT/log.csv"
-step train 60 train --amp fp16 --steps 4 --log-every 2 --out "$RUNS/fp16"
-step train 60 train --amp bf16 --steps 2 --deterministic --out "$RUNS/det"
+step train 60 "${TRAIN[@]}" --amp fp16 --steps 4 --log-every 2 --out "$RUNS/fp16"
+step train 60 "${TRAIN[@]}" --amp bf16 --steps 2 --deterministic --out "$RUNS/det"
 rm -rf "$RUNS"
 echo "done: $OUT/summary.txt"
 cat "$OUT/summary.txt"
