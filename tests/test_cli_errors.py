@@ -188,11 +188,7 @@ def test_exit_codes_are_the_documented_ones():
 
 
 # --- a light import, an example in every --help, -v ------------------------------------------------
-@pytest.mark.parametrize("module", [
-    "avshards.cli",
-    pytest.param("crisscross.cli", marks=pytest.mark.xfail(
-        strict=False, reason="the crisscross CLI half of issue 17 (lazy imports there) is another helper's")),
-])
+@pytest.mark.parametrize("module", ["avshards.cli", "crisscross.cli"])
 def test_importing_the_cli_loads_neither_torch_nor_webdataset(module):
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'webdataset') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -216,11 +212,7 @@ def _subcommands(program: str):
     return list(walk(root, [program]))
 
 
-@pytest.mark.parametrize("program", [
-    "avshards",
-    pytest.param("crisscross", marks=pytest.mark.xfail(
-        strict=False, reason="examples in the crisscross --help texts are the other half of issue 17")),
-])
+@pytest.mark.parametrize("program", ["avshards", "crisscross"])
 def test_every_subcommand_help_shows_an_example(program):
     missing = []
     commands = _subcommands(program)
@@ -230,7 +222,7 @@ def test_every_subcommand_help_shows_an_example(program):
         at = next((i for i, line in enumerate(lines) if line.strip().startswith("Example")), None)
         if at is None or not any(line.strip().startswith(program + " ") for line in lines[at + 1:at + 4]):
             missing.append(" ".join(path))
-    assert len(commands) >= 7 or program != "avshards"
+    assert len(commands) >= 7
     assert not missing, f"--help without an 'Example' and a command line below it: {missing}"
 
 
