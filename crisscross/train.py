@@ -134,7 +134,8 @@ def host_rows(metrics: list[dict[str, torch.Tensor]], counts: list[int],
     in one device-to-host transfer: under DDP the metrics are averaged and the counts summed over
     the ranks in one all-reduce first (every rank calls this at the same steps)."""
     keys = list(metrics[0])
-    values = torch.stack([torch.stack([m[k] for k in keys]) for m in metrics]).flatten()
+    # float64: exact counts whatever the run's length, and one dtype for bf16 / fp32 metrics
+    values = torch.stack([torch.stack([m[k].double() for k in keys]) for m in metrics]).flatten()
     if world > 1:
         values = torch.cat([values, torch.tensor(counts, dtype=values.dtype, device=values.device)])
         dist.all_reduce(values)
