@@ -4,12 +4,14 @@
 # ffmpeg, DALI or package registry). Prepare it here first: bash tools/gpu_prepare.sh (makes .gpu/),
 # then run, with .gpu carried:
 #
-#   bash tools/gpu_check.sh                      # results in $OUT (default .gpu/out)
+#   bash tools/gpu_check.sh                      # results in $OUT (default .gpu/out), at most 7 files
+#   (from a session with a device machine: run command "bash tools/gpu_check.sh", carry [".gpu"], timeout_s 600)
 #   GPU_CHECK_DRY_RUN=1 bash tools/gpu_check.sh  # anywhere: every command checked with --help / --collect-only,
 #                                                # and one tiny CPU training step on the carried shards
 #
-# Steps (each under a time limit; all together under GPU_CHECK_SECONDS, default 540):
-#   env         nvidia-smi, torch and the GPU
+# Steps, in order of importance (each under a time limit; all together under GPU_CHECK_SECONDS, default
+# 540, so the later ones are cut first):
+#   env         nvidia-smi, torch and the GPU, and that every package the run needs imports
 #   pytest      pytest -m gpu -rs on the test files that hold GPU tests
 #   bench_gpu   tools/bench_gpu.py: the torch-on-GPU loader, the CPU loader, the full model's AMP step (clips/s)
 #   train_step  tools/bench_train_step.py on CUDA: the trainer's step with bf16 and fp16, LARC foreach vs loop
