@@ -62,8 +62,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for a truncated or foreign file
-        raise ValueError(f"{path} is not a readable crisscross checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); was it written by `crisscross train`?") from e
+        first = str(e).splitlines()[0].split(". ")[0].rstrip(".") if str(e) else ""   # torch's first sentence
+        raise ValueError(f"{path} is not a readable crisscross checkpoint ({type(e).__name__}: {first}); "
+                         "was it written by `crisscross train`?") from e
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a crisscross checkpoint (no 'model' entry)")
     return state

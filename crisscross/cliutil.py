@@ -22,6 +22,7 @@ from avshards.cli_errors import report as report_avshards_error
 CLICK_ENDINGS = (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit)
 # Errors whose message is the sentence a user needs, by exit code (module, class name).
 BAD_DATA = (("avshards.stream", "LostClipsError"), ("crisscross.train", "EmptyEpoch"))
+UNREACHABLE = (("avshards.remote", "TransientError"),)
 USAGE = (("crisscross.monitor", "TrainingDiverged"), ("crisscross.eval.errors", "EvalError"),
          ("crisscross.viz", "VizError"))
 # The plain types our own checks raise with a sentence (exactly these: a library's subclass, e.g.
@@ -58,11 +59,15 @@ def out_of_memory(err: BaseException) -> bool:
 def report(err: BaseException) -> NoReturn:
     """End a crisscross command for an exception a user can cause; re-raise anything else (a bug).
 
-    Lost clips are bad data (1); divergence, a bad option or file, a missing optional package and
+    Lost clips are bad data (1); a server that did not answer is 3, also when the stream's start-up
+    put it in a sentence of its own; divergence, a bad option or file, a missing optional package and
     a GPU too small for the batch are fixed in the command (2); the rest as avshards ends them
     (unreachable servers 3, Ctrl-C 130, ...)."""
     if _raised(err, BAD_DATA):
         fail(str(err), Exit.BAD_DATA)
+    if isinstance(err, OSError) and _raised(err.__context__, UNREACHABLE):
+        # the stream's start-up sentence for a server that kept failing (raised from its TransientError)
+        fail(str(err), Exit.UNREACHABLE)
     if out_of_memory(err):
         fail("the GPU ran out of memory; lower --batch-size, or keep it and raise --accumulate "
              "(micro-batches per optimiser step).", Exit.USAGE)

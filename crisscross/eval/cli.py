@@ -18,7 +18,7 @@ import click
 
 from avshards.format import SchemaError
 from crisscross import paper
-from crisscross.cliutil import default_device, options
+from crisscross.cliutil import default_device, options, report
 from crisscross.eval.errors import EvalError
 
 FINETUNE_DATASETS = sorted({name for name, _ in paper.FINETUNE})
@@ -81,7 +81,7 @@ def user_errors(f: Callable) -> Callable:
         try:
             return f(*args, **kwargs)
         except (EvalError, SchemaError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
+            report(e)          # one sentence, the exit code of its kind (crisscross.cliutil)
     return wrapper
 
 

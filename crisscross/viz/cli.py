@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from crisscross import paper
-from crisscross.cliutil import default_device, options
+from crisscross.cliutil import default_device, options, report
 from crisscross.viz import VizError
 
 MODALITIES = ("video", "audio")
@@ -68,7 +68,7 @@ def user_errors(f: Callable) -> Callable:
         try:
             return f(*args, **kwargs)
         except (VizError, EvalError, FileNotFoundError, ShardAccessError, TruncatedShardError, SchemaError) as e:
-            raise click.ClickException(str(e)) from None
+            report(e)          # one sentence, the exit code of its kind (crisscross.cliutil)
     return wrapper
 
 
