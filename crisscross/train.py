@@ -169,9 +169,10 @@ class EmptyEpoch(RuntimeError):
 def epochs_of(loader, start_epoch: int, finished: dict[str, int]):
     """Endless (epoch, batch) pairs over successive epochs (the loader advances its epoch at the
     end of a pass, so a resumed mid-epoch position is kept). Adds each finished epoch's counts
-    (:data:`COUNTED`) to ``finished``; raises :class:`EmptyEpoch` for an epoch without a batch
-    (with ``--max-lost 1.0`` an unreadable set would otherwise loop over empty epochs forever).
-    The first epoch is exempt: a resumed one may have nothing left to read on the new layout."""
+    (:data:`COUNTED`) to ``finished``; raises :class:`EmptyEpoch` for an epoch without a batch that
+    lost clips (with ``--max-lost 1.0`` an unreadable set would otherwise loop over empty epochs
+    forever). An epoch emptied by clips without audio alone goes on (a small ``--epoch-size`` can
+    fall on them); the first epoch is exempt: a resumed one may have nothing left on the new layout."""
     epoch = start_epoch
     while True:
         loader.set_epoch(epoch)  # no-op when the loader is already in it (fresh or resumed)
@@ -180,7 +181,7 @@ def epochs_of(loader, start_epoch: int, finished: dict[str, int]):
             batches += 1
             yield epoch, batch
         counts = finished_epoch_counts(loader)
-        if not batches and epoch != start_epoch:
+        if not batches and counts["lost"] and epoch != start_epoch:
             raise EmptyEpoch(f"epoch {epoch} gave no batch: its clips were lost to unreadable shards "
                              f"({counts['lost']}) or skipped ({counts['skipped_no_audio']} without audio); check the "
                              "shards with avshards verify and rebuild or re-upload the damaged ones.")
