@@ -444,7 +444,7 @@ def test_resume_refuses_another_network(shards, tmp_path):
     cli_step(shards, tmp_path, "--predictor", "shared")
     result = CliRunner().invoke(train_command, [shards, "--out", str(tmp_path), "--steps", "2", "--quiet",
                                                 "--resume", "auto", "--workers", "0"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
     assert "holds a different network (--model tiny --projector-layers 3 --predictor shared)" in result.output
 
 
