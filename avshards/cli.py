@@ -46,17 +46,19 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
-def configure_logging(verbose: int) -> None:
-    """Send the ``avshards`` loggers to stderr: warnings always, INFO with -v, DEBUG with -vv."""
-    logger = logging.getLogger("avshards")
-    for handler in [h for h in logger.handlers if getattr(h, "avshards_cli", False)]:
-        logger.removeHandler(handler)     # one handler, however often main() runs in one process
-    handler = _Stderr()
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    handler.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
-    logger.addHandler(handler)
-    if verbose:
-        logger.setLevel(handler.level)
+def configure_logging(verbose: int, names: tuple[str, ...] = ("avshards",)) -> None:
+    """Send the loggers ``names`` (and their children) to stderr: warnings always, INFO with -v,
+    DEBUG with -vv."""
+    for name in names:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if getattr(h, "avshards_cli", False)]:
+            logger.removeHandler(handler)     # one handler, however often main() runs in one process
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+        logger.addHandler(handler)
+        if verbose:
+            logger.setLevel(handler.level)
 
 
 # build / inspect / verify / preview ------------------------------------------------------------

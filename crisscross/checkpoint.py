@@ -4,9 +4,15 @@ A checkpoint is one ``torch.save`` file holding plain tensors and containers onl
 with ``weights_only=True`` (no pickled code runs when a checkpoint from elsewhere is opened):
 
 ``model`` (state dict, no DDP prefix), ``optimizer``, ``scaler`` (or None), ``step`` (optimiser
-steps done), ``epoch``, ``loader`` (``TrainLoader.state_dict()``), ``rng`` (torch, numpy, python,
-cuda), ``config`` (``TrainConfig.to_dict()``), ``version``. The network is rebuilt from the config's
-model choices (:func:`model_choices`), so every ablation's checkpoint loads into its own architecture.
+steps done), ``epoch``, ``loaders`` (every rank's ``TrainLoader.state_dict()``), ``rng`` (torch,
+numpy, python, cuda), ``counts`` (clips skipped without audio, lost, substituted in finished epochs;
+steps the fp16 scaler skipped), ``config`` (``TrainConfig.to_dict()``), ``version``. The network is
+rebuilt from the config's model choices (:func:`model_choices`), so every ablation's checkpoint
+loads into its own architecture.
+
+Load checkpoints on the CPU (the default here) and let ``load_state_dict`` move each tensor where
+its module or optimiser lives: RNG states must stay CPU byte tensors, and Adam keeps its ``step``
+counters on the CPU unless it is capturable or fused.
 """
 
 from __future__ import annotations
@@ -56,8 +62,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for a truncated or foreign file
-        raise ValueError(f"{path} is not a readable crisscross checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); was it written by `crisscross train`?") from e
+        first = str(e).splitlines()[0].split(". ")[0].rstrip(".") if str(e) else ""   # torch's first sentence
+        raise ValueError(f"{path} is not a readable crisscross checkpoint ({type(e).__name__}: {first}); "
+                         "was it written by `crisscross train`?") from e
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a crisscross checkpoint (no 'model' entry)")
     return state
@@ -104,8 +111,9 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(s: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured."""
     torch.set_rng_state(s["torch"])
-    if s.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+    if torch.cuda.is_available():   # as many GPUs as both runs see (a resumed run may see fewer)
+        for i, state in enumerate(s.get("cuda", [])[:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, i)
     n = s["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = s["python"]

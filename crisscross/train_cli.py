@@ -1,16 +1,16 @@
 """`crisscross train`: the command's options become one :class:`crisscross.config.TrainConfig`
-(a preset plus overrides), handed to :func:`crisscross.train.train`."""
+(a preset plus overrides), handed to :func:`crisscross.train.train` (imported when the command
+runs, so that `--help` answers at once)."""
 
 from __future__ import annotations
 
 import click
 
+from crisscross.cliutil import Command
 from crisscross.config import AMP_CHOICES, PRESETS, PROBE_MODALITIES, describe_presets, preset_config
 from crisscross.data.choices import BACKENDS, MODES, TEMPORAL_CONSISTENCY
-from crisscross.models import PREDICTORS, SIZES
-from crisscross.monitor import TrainingDiverged
 from crisscross.paper import AUDIO_AUG_CODES, PRETRAIN_AUDIO_AUGS, PRETRAIN_VIDEO_AUGS, VIDEO_AUG_CODES
-from crisscross.train import train
+from crisscross.sizes import PREDICTORS, SIZES
 
 TRAIN_HELP = f"""Pretrain CrissCross on the clips of SHARDS (avshards shards: a local folder, a brace
 pattern, or an http(s):// / s3:// URL).
@@ -33,7 +33,24 @@ Presets (paper Table S10, and ours for CPUs); options override them:
 
 --batch-size is the global batch of one optimiser step (all GPUs, all accumulated micro-batches).
 The run folder gets checkpoint.pt (every --checkpoint-every steps and at the end), log.csv,
-tb/ (TensorBoard) and loss.png. Clips without audio are skipped and counted in the summary."""
+tb/ (TensorBoard) and loss.png. Clips without audio are skipped, clips lost to unreadable shards
+counted; both are in the summary and log.csv. Exit codes: 0 done, 1 too many clips lost (--max-lost),
+2 fix the command or its inputs (a bad option or path, divergence), 3 a server did not answer,
+130 interrupted (docs/troubleshooting.md)."""
+
+
+class LostLimit(click.ParamType):
+    """--max-lost: a fraction of the epoch (0.01) or a count of clips (20)."""
+
+    name = "FRACTION|COUNT"
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 - click's signature
+        if isinstance(value, (int, float)):
+            return value
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a fraction (e.g. 0.01) nor a count of clips (e.g. 20)", param, ctx)
 
 
 def _split_terms(ctx, param, value):  # noqa: ANN001 - click callback
@@ -47,7 +64,7 @@ def _split_augs(ctx, param, value):  # noqa: ANN001 - click callback
     return () if value.strip().lower() == "none" else _split_terms(ctx, param, value.replace("-", ","))
 
 
-@click.command("train", help=TRAIN_HELP)
+@click.command("train", cls=Command, help=TRAIN_HELP)
 @click.argument("shards")
 @click.option("--preset", type=click.Choice(list(PRESETS)), default="tiny-cpu", show_default=True,
               help="Starting values (see the table above); every option below overrides one.")
@@ -92,6 +109,9 @@ def _split_augs(ctx, param, value):  # noqa: ANN001 - click callback
 @click.option("--sync-bn/--no-sync-bn", default=None,
               help="SyncBatchNorm across ranks under torchrun (default on, as the official code).")
 @click.option("--workers", type=int, help="DataLoader worker processes per rank.")
+@click.option("--max-lost", type=LostLimit(),
+              help="Clips of an epoch a rank may lose to unreadable shards before training stops: a "
+                   "fraction (0.01 = 1%) or a count (20); 1.0 never stops. Default: the stream's, 1% of the epoch.")
 @click.option("--seed", type=int, help="Seed of weights, view sampling and augmentation.")
 @click.option("--checkpoint-every", type=int, help="Steps between checkpoints (plus one at the end).")
 @click.option("--log-every", type=int, help="Steps between log.csv / TensorBoard rows.")
@@ -110,15 +130,12 @@ def _split_augs(ctx, param, value):  # noqa: ANN001 - click callback
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_command(shards: str, preset: str, resume: str | None, stop_after: int | None,
                   deterministic: bool, quiet: bool, epoch_size: int | None, **overrides) -> None:
-    """`crisscross train` (help text in TRAIN_HELP)."""
-    try:
-        config = preset_config(preset, shards=shards, epoch_size=epoch_size or None, **overrides)
-        if epoch_size == 0:
-            config.epoch_size = None
-        result = train(config, resume=resume, stop_after=stop_after, progress=not quiet,
-                       deterministic=deterministic)
-    # User-fixable (bad path or option, unreachable shards, DALI missing, divergence): the message says how.
-    except (TrainingDiverged, ValueError, OSError, ImportError) as e:
-        raise click.ClickException(str(e)) from None
+    """`crisscross train` (help text in TRAIN_HELP). User errors end as Command says."""
+    from crisscross.train import train
+
+    config = preset_config(preset, shards=shards, epoch_size=epoch_size or None, **overrides)
+    if epoch_size == 0:
+        config.epoch_size = None
+    result = train(config, resume=resume, stop_after=stop_after, progress=not quiet, deterministic=deterministic)
     if result.checkpoint is not None:  # rank 0 only
         click.echo(result.summary())

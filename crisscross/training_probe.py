@@ -5,9 +5,15 @@
 Small settings suit a probe run every few epochs (a couple of clips per video, no feature cache
 since the weights change). The probe leaves training untouched: the model goes back to its mode and
 every global RNG to its state, so a run with probes follows the same trajectory as one without.
+
+Under torchrun only rank 0 probes while the other ranks wait in a barrier, so a run with probes
+joins its process group with :data:`PROBE_TIMEOUT` instead of NCCL's 10 minutes.
 """
 
 from __future__ import annotations
+
+import datetime
+import time
 
 import click
 import torch.distributed as dist
@@ -19,6 +25,8 @@ from crisscross.checkpoint import rng_state, set_rng_state
 from crisscross.eval.errors import EvalError
 
 PROBE_PREFIX = "probe/"        # the column prefix crisscross.viz.curves reads
+# How long the other ranks may wait for rank 0's probes (each probe prints how long it took).
+PROBE_TIMEOUT = datetime.timedelta(hours=2)
 
 
 def probe_due(step: int, steps_per_epoch: int, every: int, total: int) -> bool:
@@ -78,17 +86,19 @@ def probe_accuracy(model: nn.Module, url: str, modality: str, train_clips: int, 
 def run_probes(model: nn.Module, probes: dict[str, str], *, train_clips: int, test_clips: int, device: str,
                seed: int, rank: int, world: int, epoch: int, step: int) -> dict[str, float]:
     """Rank 0 runs the probe of every ``probes`` url (-> modality) on ``model``'s current backbones
-    and prints each accuracy; the other ranks wait at a barrier. {"probe/NAME": top-1}. A probe set
-    the protocol cannot use is reported and skipped: it must not end the training."""
+    and prints each accuracy and how long it took; the other ranks wait at a barrier (up to
+    :data:`PROBE_TIMEOUT`). {"probe/NAME": top-1}. A probe set the protocol cannot use is reported
+    and skipped: it must not end the training."""
     out = {}
     for url, modality in probes.items() if rank == 0 else ():
-        name = probe_name(url)
+        name, start = probe_name(url), time.perf_counter()
         try:
             out[name] = probe_accuracy(model, url, modality, train_clips, test_clips, device, seed)
         except EvalError as e:
             click.echo(f"{name} skipped at step {step}: {e}", err=True)
             continue
-        tqdm.write(f"{name} ({modality}): top-1 {out[name]:.1%} after epoch {epoch + 1} (step {step})")
+        tqdm.write(f"{name} ({modality}): top-1 {out[name]:.1%} after epoch {epoch + 1} (step {step}), "
+                   f"{time.perf_counter() - start:.0f} s")
     if world > 1:
         dist.barrier()
     return out

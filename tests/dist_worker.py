@@ -5,7 +5,10 @@
     dist_worker.py syncbn OUT_FOLDER          each rank writes OUT_FOLDER/rank{R}.json: whether the
                                               trainer's --sync-bn layers, fed half a batch, match plain
                                               batch norm on the whole batch (outputs, gradients, stats)
-    dist_worker.py train ARGS...              ``crisscross train ARGS...`` (the real command)
+    dist_worker.py train ARGS...              ``crisscross train ARGS...`` (the real command); with
+                                              DIST_WORKER_RECORD=PREFIX each rank writes PREFIX-rank{R}.json:
+                                              the clip keys of the batches it trained on, in order, and
+                                              its process group's collective timeout in seconds
 """
 
 from __future__ import annotations
@@ -75,12 +78,24 @@ def syncbn(out: str) -> None:
 
 
 def train(args: list[str]) -> None:
+    import crisscross.train as trainer
     from crisscross.cli import main
 
-    if "train" not in main.commands:   # registered by the trainer's own line in crisscross/cli.py
-        from crisscross.train_cli import train_command
-        main.add_command(train_command)
-    main(["train", *args], standalone_mode=True)
+    keys: list[str] = []
+    step = trainer.train_step
+
+    def recording_step(model, optimizer, scaler, micro_batches, *rest, **kw):   # observes, changes nothing
+        keys.extend(k for batch in micro_batches for k in batch["keys"])
+        return step(model, optimizer, scaler, micro_batches, *rest, **kw)
+
+    trainer.train_step = recording_step
+    main(["train", *args], standalone_mode=False)
+    record = os.environ.get("DIST_WORKER_RECORD")
+    if record:
+        timeout = (dist.group.WORLD._get_backend(torch.device("cpu")).options._timeout.total_seconds()
+                   if dist.is_initialized() else None)
+        with open(f"{record}-rank{os.environ.get('RANK', '0')}.json", "w") as f:
+            json.dump({"keys": keys, "timeout_s": timeout}, f)
 
 
 if __name__ == "__main__":

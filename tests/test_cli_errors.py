@@ -28,15 +28,15 @@ NO_AWS = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_PROFILE
           "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-def run_cli(*args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
-    """The real command line, in a fresh process, with this checkout first on the path."""
+def run_cli(*args: str, env: dict[str, str | None] | None = None, program: str = "avshards") -> subprocess.CompletedProcess:
+    """The real command line (``program``), in a fresh process, with this checkout first on the path."""
     environ = {**os.environ, "PYTHONPATH": str(REPO)}
     for key, value in (env or {}).items():
         if value is None:
             environ.pop(key, None)
         else:
             environ[key] = value
-    return subprocess.run([sys.executable, "-m", "avshards.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", f"{program}.cli", *args], capture_output=True, text=True,
                           env=environ, timeout=120)
 
 
@@ -187,12 +187,30 @@ def test_exit_codes_are_the_documented_ones():
     assert documented == {int(e) for e in Exit}
 
 
+# --- the crisscross command line: the same sentences and exit codes --------------------------------
+CRISSCROSS_CASES = {   # name: (arguments with {notes} / {shards} / {out} / {port}, exit code, words of the sentence)
+    "train on a text file": (["train", "{notes}", "--out", "{out}"], Exit.USAGE, "notes.txt is not a folder"),
+    "train from a server that is down": (["train", "http://127.0.0.1:{port}/shards/", "--out", "{out}"],
+                                         Exit.UNREACHABLE, "cannot reach http://127.0.0.1:"),
+    "a --max-lost that is no number": (["train", "{shards}", "--max-lost", "lots"], Exit.USAGE,
+                                       "'lots' is neither a fraction (e.g. 0.01) nor a count of clips"),
+    "resume from a text file": (["train", "{shards}", "--resume", "{notes}", "--out", "{out}", "--quiet"], Exit.USAGE,
+                                "notes.txt is not a readable crisscross checkpoint ("),
+    "evaluate a text file": (["eval", "linear", "{notes}", "{shards}", "--out", "{out}", "--quiet"], Exit.USAGE,
+                             "notes.txt is not a readable crisscross checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", CRISSCROSS_CASES)
+def test_crisscross_bad_input(files, tmp_path, case):
+    args, code, words = CRISSCROSS_CASES[case]
+    values = {"notes": files / "notes.txt", "shards": files / "shards", "out": tmp_path / "out", "port": closed_port()}
+    run = run_cli(*(a.format(**values) for a in args), program="crisscross")
+    assert words in error_line(run.stderr, code, run.returncode)
+
+
 # --- a light import, an example in every --help, -v ------------------------------------------------
-@pytest.mark.parametrize("module", [
-    "avshards.cli",
-    pytest.param("crisscross.cli", marks=pytest.mark.xfail(
-        strict=False, reason="the crisscross CLI half of issue 17 (lazy imports there) is another helper's")),
-])
+@pytest.mark.parametrize("module", ["avshards.cli", "crisscross.cli"])
 def test_importing_the_cli_loads_neither_torch_nor_webdataset(module):
     code = f"import sys, {module}; print(sorted(m for m in ('torch', 'webdataset') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -216,11 +234,7 @@ def _subcommands(program: str):
     return list(walk(root, [program]))
 
 
-@pytest.mark.parametrize("program", [
-    "avshards",
-    pytest.param("crisscross", marks=pytest.mark.xfail(
-        strict=False, reason="examples in the crisscross --help texts are the other half of issue 17")),
-])
+@pytest.mark.parametrize("program", ["avshards", "crisscross"])
 def test_every_subcommand_help_shows_an_example(program):
     missing = []
     commands = _subcommands(program)
@@ -230,7 +244,7 @@ def test_every_subcommand_help_shows_an_example(program):
         at = next((i for i, line in enumerate(lines) if line.strip().startswith("Example")), None)
         if at is None or not any(line.strip().startswith(program + " ") for line in lines[at + 1:at + 4]):
             missing.append(" ".join(path))
-    assert len(commands) >= 7 or program != "avshards"
+    assert len(commands) >= 7
     assert not missing, f"--help without an 'Example' and a command line below it: {missing}"
 
 

@@ -5,14 +5,21 @@ from __future__ import annotations
 import copy
 import io
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from crisscross.losses import crisscross_loss
-from crisscross.models import AudioBackbone, CrissCross, VideoBackbone
+from crisscross.models import AudioBackbone, CrissCross, VideoBackbone, build_crisscross
 from crisscross.optim import GROUP_NAMES, LARC, apply_lr, build_optimizer, param_groups, warmup_cosine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from bench_train_step import loop_larc_scaling  # noqa: E402  (the per-tensor loop LARC was, as the reference)
 
 
 def small_crisscross(**kw) -> CrissCross:
@@ -109,6 +116,73 @@ def test_larc_works_with_grad_scaler():
     plain.step()
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_larc_foreach_scaling_equals_the_loop_on_real_gradients():
+    torch.manual_seed(0)
+    model = small_crisscross()
+    crisscross_loss(**model(*batch(0))).backward()
+    model.video_projector[0].weight.grad.zero_()           # a zero gradient norm: left untouched
+    twin = copy.deepcopy(model)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        b.grad = a.grad.clone()
+    foreach, loop = (build_optimizer(m, 1e-3, 1e-2, 1e-4, larc=True) for m in (model, twin))
+    for opt in (foreach, loop):
+        opt.param_groups[2]["lr"] = 0.0                      # a warm-up step: lr 0 keeps the gradient
+    for group in foreach.param_groups:
+        foreach._scale_gradients(group, group["weight_decay"])
+    loop_larc_scaling(loop.param_groups)
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(a.grad, b.grad), name
+
+
+class OpCount(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_larc_launches_a_few_operations_per_group_not_per_tensor():
+    """The full model's 198 parameter tensors: the loop issued ~16 operations per tensor (> 3000 a
+    step); the foreach version a few per group (norms, the rate vector, two foreach updates)."""
+    model = build_crisscross()
+    params = list(model.parameters())
+    assert len(params) == 198
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = build_optimizer(model, 2e-4, 2e-3, 1e-4, larc=True)
+    with OpCount() as counted:
+        for group in opt.param_groups:
+            opt._scale_gradients(group, group["weight_decay"])
+    assert counted.ops <= 25 * len(opt.param_groups), counted.ops
+    with OpCount() as looped:
+        loop_larc_scaling(opt.param_groups)
+    assert looped.ops > 15 * len(params)
+
+
+def test_larc_is_an_optimizer_for_torch_lr_schedulers():
+    torch.manual_seed(0)
+    model = small_crisscross()
+    opt = build_optimizer(model, 1e-3, 1e-2, 1e-4, larc=True)
+    assert isinstance(opt, torch.optim.Optimizer)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)   # was: "LARC is not an Optimizer"
+    for step in range(3):
+        opt.zero_grad()
+        crisscross_loss(**model(*batch(step))).backward()
+        opt.step()
+        schedule.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3 / 8, 1e-2 / 8, 1e-3 / 8, 1e-2 / 8])
+    assert opt.optim.param_groups is opt.param_groups and opt.optim.state is opt.state
+    assert opt.state_dict() == opt.optim.state_dict()
+    restored = build_optimizer(small_crisscross(), 1e-3, 1e-2, 1e-4, larc=True)
+    restored.load_state_dict(opt.state_dict())
+    assert restored.optim.param_groups is restored.param_groups        # still one set of groups after a load
+    assert [g["lr"] for g in restored.param_groups] == [g["lr"] for g in opt.param_groups]
+    assert len(restored.state) == len(opt.state) > 0
 
 
 # --- schedule -----------------------------------------------------------------------------------

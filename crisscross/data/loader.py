@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from avshards.stream import Lacks, ShardStream, StreamLoader
+from avshards.stream import DEFAULT_MAX_LOST, Lacks, ShardStream, StreamLoader
 from crisscross import paper
 from crisscross.data.augment import augment_audio_batch, augment_video_batch
 from crisscross.data.choices import (TEMPORAL_CONSISTENCY, check_audio_augs, check_backend, check_choice,
@@ -299,13 +299,16 @@ def make_train_loader(url: str, batch_size: int, num_workers: int = 2, mode: str
                       audio_settings: AudioAugSettings = paper.AUDIO_AUG,
                       shuffle_buffer: int = 256, video_augs: Sequence[str] | None = None,
                       audio_augs: Sequence[str] | None = None,
-                      temporal_consistency: str | None = None) -> TrainLoader:
+                      temporal_consistency: str | None = None,
+                      max_lost: float | int | None = DEFAULT_MAX_LOST) -> TrainLoader:
     """The training loader over the shards at ``url`` (folder, brace pattern, http(s)://, s3://).
 
     ``decode_in_workers`` defaults to True on CPU and False on CUDA (workers move bytes, the GPU
     decodes and augments); ``backend="dali"`` always decodes in the main process via DALI.
     ``shuffle_buffer``: samples shuffled together inside each worker's part (avshards.stream);
     ``rank`` / ``world_size`` default to torch.distributed, else RANK / WORLD_SIZE, else 0 / 1.
+    ``max_lost``: clips of an epoch this rank may lose to unreadable shards (a fraction or a count;
+    None: no limit) before :class:`avshards.stream.LostClipsError` (see ``ShardStream``).
     ``video_augs`` / ``audio_augs``: the Table 5 codes of the augmentations to apply (None: all
     those of the settings, the paper's pretraining choice by default); ``temporal_consistency``
     "view" or "frame" (spatial augmentations drawn per frame; None: the settings').
@@ -330,5 +333,6 @@ def make_train_loader(url: str, batch_size: int, num_workers: int = 2, mode: str
     prepare = PrepareClip(mode, seed, 0, video_frames, int(round(audio_seconds * paper.SAMPLE_RATE)),
                           video_settings, audio_settings)
     stream = ShardStream(url, seed=seed, shuffle_buffer=shuffle_buffer, epoch_size=epoch_size,
-                         map_fn=prepare, rank=rank, world_size=world_size, skip=Lacks("mjpeg", "wav"))
+                         map_fn=prepare, rank=rank, world_size=world_size, skip=Lacks("mjpeg", "wav"),
+                         max_lost=max_lost)
     return TrainLoader(stream, prepare, batch_size, num_workers, device, decode_in_workers, backend)

@@ -18,7 +18,7 @@ import click
 
 from avshards.format import SchemaError
 from crisscross import paper
-from crisscross.cliutil import default_device, options
+from crisscross.cliutil import default_device, options, report
 from crisscross.eval.errors import EvalError
 
 FINETUNE_DATASETS = sorted({name for name, _ in paper.FINETUNE})
@@ -81,7 +81,7 @@ def user_errors(f: Callable) -> Callable:
         try:
             return f(*args, **kwargs)
         except (EvalError, SchemaError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
+            report(e)          # one sentence, the exit code of its kind (crisscross.cliutil)
     return wrapper
 
 
@@ -140,6 +140,10 @@ def eval_group() -> None:
     crisscross eval finetune CKPT SHARDS...   full fine-tuning, Table S11 (E.2)
     crisscross eval probe    CKPT SHARDS...   linear layer on a frozen backbone (E.1, large sets)
     crisscross eval table    REPORTS...       one paper-style table from several reports
+
+    \b
+    Example:
+      crisscross eval linear runs/tiny/checkpoint.pt esc50-shards/ --modality audio --with-baseline
     """
 
 
@@ -158,7 +162,12 @@ def eval_group() -> None:
 def linear_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
                    seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
                    workers, with_baseline, modality, protocol, select_on_test):
-    """Linear SVM with the C sweep on frozen CKPT features of SHARDS (one folder per split)."""
+    """Linear SVM with the C sweep on frozen CKPT features of SHARDS (one folder per split).
+
+    \b
+    Example:
+      crisscross eval linear runs/tiny/checkpoint.pt esc50-shards/ --modality audio --with-baseline
+    """
     from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import linear_eval
 
@@ -184,7 +193,12 @@ def linear_command(ckpt, shards, random_init, out, name, label, train_split, tes
 def fusion_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
                    seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
                    workers, with_baseline, select_on_test):
-    """Late fusion: video and audio features of the same clips concatenated -> linear SVM."""
+    """Late fusion: video and audio features of the same clips concatenated -> linear SVM.
+
+    \b
+    Example:
+      crisscross eval fusion runs/ks shards/ks-val/ --name KS
+    """
     from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import fusion_eval
 
@@ -210,7 +224,12 @@ def fusion_command(ckpt, shards, random_init, out, name, label, train_split, tes
 def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device,
                       batch_size, seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds,
                       cache, no_cache, workers, with_baseline, modality):
-    """Retrieval: each test video queries the training videos; R@1/5/20."""
+    """Retrieval: each test video queries the training videos; R@1/5/20.
+
+    \b
+    Example:
+      crisscross eval retrieval runs/ks shards/ucf101-1/ --name UCF101
+    """
     from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import retrieval_eval
 
@@ -295,7 +314,12 @@ def _supervised(ckpt, shards, random_init, out, name, label, train_split, test_s
 def finetune_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
                      seed, quiet, frames, crop_size, epochs, lr, milestones, test_clips, max_steps, workers,
                      preset):
-    """Full fine-tuning of the video backbone + a new linear layer (Table S11), 10-clip test."""
+    """Full fine-tuning of the video backbone + a new linear layer (Table S11), 10-clip test.
+
+    \b
+    Example:
+      crisscross eval finetune runs/ks shards/ucf101-1/ --preset ucf101 --name UCF101
+    """
     settings = _settings(paper.FINETUNE[(preset, int(frames))], frames, crop_size, epochs, lr, milestones,
                          test_clips, batch_size)
     _supervised(ckpt, shards, random_init, out, name, label, train_split, test_split, device, seed, quiet,
@@ -308,7 +332,12 @@ def finetune_command(ckpt, shards, random_init, out, name, label, train_split, t
 @user_errors
 def probe_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
                   seed, quiet, frames, crop_size, epochs, lr, milestones, test_clips, max_steps, workers):
-    """Linear layer on the frozen, max-pooled video backbone (for sets too large for the SVM)."""
+    """Linear layer on the frozen, max-pooled video backbone (for sets too large for the SVM).
+
+    \b
+    Example:
+      crisscross eval probe runs/ks shards/k400/ --name K400
+    """
     from crisscross.eval.probe import probe_settings
 
     settings = probe_settings(int(frames), crop_size or paper.FINETUNE[("ucf101", 8)].crop_size,
@@ -324,7 +353,12 @@ def probe_command(ckpt, shards, random_init, out, name, label, train_split, test
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="Markdown file to write (default: print only).")
 def table_command(reports, out):
-    """One paper-style table (method rows, dataset columns) from several REPORTS (*.json)."""
+    """One paper-style table (method rows, dataset columns) from several REPORTS (*.json).
+
+    \b
+    Example:
+      crisscross eval table eval/*.json --out eval/table.md
+    """
     import json
 
     from crisscross.eval.report import combine_reports

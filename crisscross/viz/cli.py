@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from crisscross import paper
-from crisscross.cliutil import default_device, options
+from crisscross.cliutil import default_device, options, report
 from crisscross.viz import VizError
 
 MODALITIES = ("video", "audio")
@@ -68,7 +68,7 @@ def user_errors(f: Callable) -> Callable:
         try:
             return f(*args, **kwargs)
         except (VizError, EvalError, FileNotFoundError, ShardAccessError, TruncatedShardError, SchemaError) as e:
-            raise click.ClickException(str(e)) from None
+            report(e)          # one sentence, the exit code of its kind (crisscross.cliutil)
     return wrapper
 
 
@@ -138,6 +138,10 @@ def viz_group() -> None:
     crisscross viz curves     RUN [RUN...]               loss terms / probe accuracy per epoch (Fig. 4, 5)
 
     Each writes PNGs and its section of OUT/index.md.
+
+    \b
+    Example:
+      crisscross viz curves runs/tiny --out viz
     """
 
 
@@ -153,7 +157,12 @@ def viz_group() -> None:
 @user_errors
 def embeddings_command(shards, ckpts, out, modalities, crop_size, device, seed, quiet, batch_size, cache,
                        no_cache, split, method, clips):
-    """Every video of SHARDS as a point in 2-D, one panel per --ckpt, coloured by label (Fig. 1)."""
+    """Every video of SHARDS as a point in 2-D, one panel per --ckpt, coloured by label (Fig. 1).
+
+    \b
+    Example:
+      crisscross viz embeddings ks-val/ --ckpt "no async=runs/ks-noasync" --ckpt "CrissCross=runs/ks" --out viz
+    """
     from crisscross.viz.embeddings import embedding_panel, plot_embeddings
 
     url, models = _check_shards(shards), [parse_checkpoint(c) for c in ckpts]
@@ -189,7 +198,12 @@ def embeddings_command(shards, ckpts, out, modalities, crop_size, device, seed, 
 @user_errors
 def saliency_command(shards, ckpts, out, modalities, crop_size, device, seed, quiet, split, keys, clips,
                      frames_shown, target):
-    """Grad-CAM of each --ckpt on chosen clips, over the frames and the log-mel (Fig. 3)."""
+    """Grad-CAM of each --ckpt on chosen clips, over the frames and the log-mel (Fig. 3).
+
+    \b
+    Example:
+      crisscross viz saliency k400-val/ --ckpt runs/k400 --key 00001234_000 --out viz
+    """
     from tqdm import tqdm
 
     from crisscross.viz.embeddings import modality_spec
@@ -265,7 +279,12 @@ def choose_clips(url: str, split: str | None, keys: Sequence[str], count: int, s
 @user_errors
 def neighbours_command(shards, ckpts, out, modalities, crop_size, device, seed, quiet, batch_size, cache,
                        no_cache, gallery, query_split, gallery_split, queries, k, clips):
-    """Each query video of SHARDS and its nearest videos of --gallery, per --ckpt (Fig. S1, S2)."""
+    """Each query video of SHARDS and its nearest videos of --gallery, per --ckpt (Fig. S1, S2).
+
+    \b
+    Example:
+      crisscross viz neighbours k400/ --ckpt runs/k400 --query-split val --gallery-split train --queries 8
+    """
     from avshards.reader import open_shards
     from crisscross.eval.retrieval import recall_at_k
     from crisscross.viz.embeddings import known_labels
@@ -311,7 +330,12 @@ def neighbours_command(shards, ckpts, out, modalities, crop_size, device, seed, 
 def curves_command(runs, out, x_axis, name):
     """Loss per term (intra, sync, async) and linear-probe accuracy of RUNS against epoch (Fig. 4, 5).
 
-    RUNS are run folders or log.csv files (LABEL=PATH names a run); all runs share each panel."""
+    RUNS are run folders or log.csv files (LABEL=PATH names a run); all runs share each panel.
+
+    \b
+    Example:
+      crisscross viz curves "no async=runs/ks-noasync" "CrissCross=runs/ks" --out viz
+    """
     from crisscross.viz.curves import plot_curves, read_run
 
     parsed = []
