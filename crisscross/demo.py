@@ -160,6 +160,13 @@ def noise_sentence(m: dict) -> str:
             f"standard errors, {verdict}.")
 
 
+def loss_curve(run: Path) -> list[dict]:
+    """The pretraining loss of every logged step (the run's log.csv; the tiny-cpu preset logs every
+    step): what loss-curve.png draws, as numbers."""
+    with open(run / "log.csv", newline="") as f:
+        return [{"step": int(r["step"]), "loss": float(r["loss"])} for r in csv.DictReader(f)]
+
+
 def write_report(out: Path, run: Path, evals: Path, steps: Steps, took: tuple[float, float],
                  load: tuple[tuple[float, ...], tuple[float, ...]]) -> Path:
     """report.md + metrics.json in ``out``, from what the steps wrote; ``took``: (wall, CPU) seconds of
@@ -175,7 +182,7 @@ def write_report(out: Path, run: Path, evals: Path, steps: Steps, took: tuple[fl
     summary = {"seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "cpu_cores": os.cpu_count(),
                "load_average": {"start": load[0], "end": load[1]}, "steps": steps.times,
                "pretrained_accuracy": margin["pretrained"], "random_init_accuracy": margin["random_init"],
-               "margin": margin, "eval": metrics, "commands": steps.commands}
+               "margin": margin, "loss_curve": loss_curve(run), "eval": metrics, "commands": steps.commands}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "scale-up.sh").write_text(SCALE_UP)
     timing = ["| step | command | wall s | CPU s |", "|---|---|---|---|"]
@@ -221,4 +228,6 @@ def demo_command(out: Path, media: Path, steps: int, seed: int) -> None:
     step and the commands to scale up.
     """
     report = run_demo(out, media, steps, seed)
+    summary = json.loads((report.parent / "metrics.json").read_text())
+    click.echo("\n" + noise_sentence(summary["margin"]))
     click.secho(f"\nreport: {report}", bold=True)
