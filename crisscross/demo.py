@@ -227,7 +227,17 @@ def demo_command(out: Path, media: Path, steps: int, seed: int) -> None:
     preview, metrics, the margin over the baseline against the test set's noise, the time of each
     step and the commands to scale up.
     """
-    report = run_demo(out, media, steps, seed)
+    import torch    # here: `crisscross --help` loads no torch
+
+    # One intra-op thread: the loader's worker has the other core of a 2-core machine, and on cores
+    # shared with other jobs torch's second thread spins (a tiny-cpu step took 25-30 s of wall time
+    # with two threads against 6 s with one, on 2 cores at load 12).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = run_demo(out, media, steps, seed)
+    finally:
+        torch.set_num_threads(threads)
     summary = json.loads((report.parent / "metrics.json").read_text())
     click.echo("\n" + noise_sentence(summary["margin"]))
     click.secho(f"\nreport: {report}", bold=True)
