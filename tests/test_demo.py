@@ -19,7 +19,8 @@ def test_demo_reports_what_its_steps_measured(media, tmp_path):
 
     Mutants this kills: pretrained and random-init accuracies swapped or taken from another split
     (compared with the eval JSON); the margin's n counting clips or classes instead of held-out sounds
-    (compared with the demo's own sound list); the printed sentence or report.md built from other
+    (compared with the demo's own sound lists); a fold holding a sound out twice or not at all, or
+    a fold left out of the evaluation (the per-split counts); the printed sentence or report.md built from other
     numbers than metrics.json's; the curve sampled every N steps, truncated to the last step or off
     by one (compared with 1..STEPS and log.csv); a step missing from the timing table or commands.sh."""
     out = tmp_path / "report"
@@ -33,9 +34,15 @@ def test_demo_reports_what_its_steps_measured(media, tmp_path):
     evaluation = json.loads((out / "eval" / "linear-audio-game-sounds.json").read_text())
 
     # the accuracies are the eval report's, the margin is their difference on the held-out sounds
-    with open(out / "sounds.csv", newline="") as f:
-        held_out = sum(row[4] == "test" for row in csv.reader(f))
-    assert held_out >= 20
+    folds = sorted(out.glob("sounds-*.csv"))
+    per_fold = []
+    for fold in folds:
+        with open(fold, newline="") as f:
+            per_fold.append([row[0] for row in csv.reader(f) if row[4] == "test"])
+    tested = [sound for fold in per_fold for sound in fold]
+    held_out = len(tested)
+    assert len(folds) == 3 and held_out == len(set(tested)) >= 45      # every sound held out once
+    assert [s["num_test_videos"] for s in evaluation["splits"]] == [len(fold) for fold in per_fold]
     m = metrics["margin"]
     assert metrics["pretrained_accuracy"] == m["pretrained"] == evaluation["accuracy"]
     assert metrics["random_init_accuracy"] == m["random_init"] == evaluation["baseline"]["accuracy"]
@@ -64,6 +71,7 @@ def test_demo_reports_what_its_steps_measured(media, tmp_path):
     timed = [t["command"] for t in metrics["steps"]]
     assert timed == commands[2:]
     assert [t["step"] for t in metrics["steps"]] == ["avshards build", "avshards inspect", "avshards preview",
-                                                    "crisscross train", "avshards build", "crisscross eval"]
+                                                    "crisscross train", *["avshards build"] * 3,
+                                                    "crisscross eval"]
     assert all(t["wall_s"] >= 0 and t["cpu_s"] >= 0 for t in metrics["steps"])
     assert sum(f"| {t['name']} |" in report for t in metrics["steps"]) == len(metrics["steps"])
