@@ -456,8 +456,9 @@ def summary_text(r: dict) -> str:
     growth, quarters = memory_growth(r["long_epoch"]["rss_trace_mb"]), quarter_medians(r["long_epoch"]["rss_trace_mb"])
     return "\n".join([
         SUMMARY_START, "",
-        f"Machine: {machine_line(r)}. Command: `{r['command']}` (`make bench`); raw numbers in "
+        f"Machine: {machine_line(r)}. Command: `{r['command']}` (`make bench` runs it with its defaults); raw numbers in "
         "[benchmarks.json](benchmarks.json). Details: [Against on-the-fly decoding](#against-on-the-fly-decoding).", "",
+        *([f"**Note:** {r['note']}", ""] if r.get("note") else []),
         "| target | measured | met? |", "|---|---|---|",
         *[f"| loader >= 10x the baseline's two-view clips/s per CPU core (issue 7) | {k}: {x['per_core_vs_baseline']}x "
           f"({x['clips_per_cpu_s']} vs {x['clips_per_cpu_s'] / x['per_core_vs_baseline']:.1f} clips per CPU-s, "
