@@ -580,8 +580,8 @@ visited {visits} time(s); [`stage_costs`](../tools/bench.py)):
 cost more per clip than these in-process totals ({o_extra:+.1f} ms for torch, {b_extra:+.1f} ms for the
 baseline, 1 worker): the DataLoader machinery (worker start, batching, handing 2.5 MB of float32
 views per clip to the main process through shared memory; plus the shard stream for ours), not
-broken down here. It weighs on our side of the ratio: the in-process totals give
-{stage_ratio}x.
+broken down here (on a loaded machine these differences mostly measure the load). The in-process
+totals, augmentation included on both sides, give {stage_ratio}x.
 
 The data path itself is **{data_ratio}x** cheaper per clip; end to end the augmentation, the same
 code in both paths, is most of ours: with a free data path ours would still cost its augmentation,
