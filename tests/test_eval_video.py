@@ -73,3 +73,121 @@ def test_finetune_and_probe(video_shards, tmp_path):
     assert r["settings"]["momentum"] == 0.9 and r["settings"]["milestones"] == [6, 10, 14]   # Table S11
     p = run(["probe", "random", video_shards, *tiny], tmp_path / "probe")
     assert p["protocol"] == "probe" and p["steps"] == 2 and len(p["epoch_losses"]) == 1
+
+
+# --- the paper's defaults (E.1-E.3, Table S11) ------------------------------------------------------
+def test_protocol_defaults_follow_the_paper():
+    """E.1: 8 x 224^2 -> conv5 1x7x7 -> (1,4,4) stride 1 -> 8192-d; E.3: 2 s = 32 frames; Table S11:
+    epochs of 95K / 35K clips."""
+    import torch
+
+    from crisscross import paper
+    from crisscross.eval.features import load_backbones, pooled, protocol_spec
+
+    linear = protocol_spec("video_linear", "video")
+    assert (linear.frames, linear.crop_size) == (8, 224)
+    backbone = load_backbones(None)["video"].to("meta")            # shapes only, no compute
+    x = torch.empty(2, 3, linear.frames, linear.crop_size, linear.crop_size, device="meta")
+    assert pooled(backbone, x, linear).shape == (2, 8192)
+    retrieval = protocol_spec("retrieval", "video")
+    assert retrieval.frames == 32 and retrieval.seconds == 2.0 == protocol_spec("retrieval", "audio").seconds
+    assert {k: s.epoch_size for k, s in paper.FINETUNE.items()} == {
+        ("ucf101", 8): 95_000, ("ucf101", 32): 95_000, ("hmdb51", 8): 35_000, ("hmdb51", 32): 35_000}
+    assert paper.eval_short_side(224) == 256 and paper.eval_short_side(112) == 128
+    # every protocol keeps its override
+    assert protocol_spec("video_linear", "video", frames=16, crop_size=112).crop_size == 112
+
+
+def test_small_frames_are_upscaled_with_a_warning(video_shards, caplog):
+    """Shards at short side 64 under a 224^2 protocol: features still come, and the log says how to build."""
+    from crisscross.eval.features import extract, load_backbones, protocol_spec
+
+    spec = protocol_spec("video_linear", "video", frames=2)
+    with caplog.at_level("WARNING", logger="crisscross.eval.features"):
+        f = extract(video_shards, "test", load_backbones(None), [spec], 1, False, progress=False)["video"]
+    assert f.features.shape == (3, 8192)
+    warned = [r.getMessage() for r in caplog.records if "upscaled" in r.getMessage()]
+    assert len(warned) == 1 and "short side 64" in warned[0] and "--short-side 256" in warned[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="crisscross.eval.features"):
+        extract(video_shards, "test", load_backbones(None), [protocol_spec("video_linear", "video", 2, 56)], 1,
+                False, progress=False)
+    assert not [r for r in caplog.records if "upscaled" in r.getMessage()]   # 64 >= 56 / 0.875
+
+
+# --- batching and decoding (issue 18) ---------------------------------------------------------------
+def test_clips_of_several_videos_share_full_batches(video_shards):
+    """Forward passes take exactly --batch-size clips across videos (the last one the rest), and
+    decoding on the device (the CUDA path: cuts batched, then one decode) gives the decoding
+    workers' features."""
+    import numpy as np
+
+    from crisscross.eval.features import Batcher, ClipInputs, clip_outputs, load_backbones, pooled, protocol_spec
+
+    spec = protocol_spec("video_linear", "video", frames=4, crop_size=56)
+    backbone = load_backbones(None)["video"]
+    sizes = []
+
+    def forward(x):
+        sizes.append(len(x))
+        return pooled(backbone, x, spec)
+
+    one = clip_outputs(video_shards, "train", [spec], {"video": forward}, 3, True, batch_size=4, progress=False)
+    assert sizes == [4, 4, 4, 4, 2]                    # 6 videos x 3 clips = 18, never 3 per pass
+    # The same items as cuts (what a GPU run hands to nvJPEG), decoded by the batcher on the device.
+    cuts = ClipInputs(video_shards, "train", [spec], 3, True, decode=False)
+    batcher = Batcher([spec], {"video": lambda x: pooled(backbone, x, spec)}, 4, "cpu")
+    order = []
+    for item in cuts:
+        order.append(item.video)
+        batcher.add(item.inputs)
+    rows = batcher.finish()["video"]
+    assert batcher.batch_sizes == [4, 4, 4, 4, 2]
+    f = one["video"]
+    for i, v in enumerate(order):
+        assert np.allclose(rows[3 * i:3 * i + 3], f.features[f.video == f.keys.index(v)], atol=1e-4), v
+
+
+def test_decode_follows_the_device():
+    from crisscross.eval.features import decodes_in_workers
+
+    assert decodes_in_workers("cpu") and not decodes_in_workers("cuda") and not decodes_in_workers("cuda:1")
+
+
+# --- fine-tuning epochs (Table S11) -------------------------------------------------------------------
+def test_finetune_epoch_is_epoch_size_clips_with_one_sync_per_epoch(video_shards, monkeypatch):
+    """--epoch-size clips per epoch (clips per video = epoch size / training videos), milestones in
+    those epochs, the loss read once per epoch; the same seed gives the same run."""
+    import dataclasses
+
+    import torch
+
+    from crisscross import paper
+    from crisscross.eval.features import ClipSpec, load_backbones
+    from crisscross.eval.finetune import Classifier, train_classifier
+
+    settings = dataclasses.replace(paper.FINETUNE[("ucf101", 8)], crop_size=32, frames=2, batch_size=4,
+                                   epochs=2, epoch_size=12, milestones=(1,), test_clips=1)
+    spec = ClipSpec("video", settings.frames, settings.crop_size)
+    calls = {"item": 0}
+    item = torch.Tensor.item
+
+    def counted(self):
+        calls["item"] += 1
+        return item(self)
+
+    def run():
+        model = Classifier(load_backbones(None)["video"], 3)
+        calls["item"] = 0
+        monkeypatch.setattr(torch.Tensor, "item", counted)
+        try:
+            result = train_classifier(model, video_shards, ["bikes", "bunny", "phone"], settings, spec, progress=False)
+        finally:
+            monkeypatch.setattr(torch.Tensor, "item", item)
+        return result, calls["item"]
+
+    (first, syncs), (again, _) = run(), run()
+    assert first.train_videos == 6 and first.clips_per_video == 2        # 12 clips / 6 videos
+    assert first.steps_per_epoch == 3 and first.steps == 6               # ceil(12 / 4) per epoch, 2 epochs
+    assert syncs == settings.epochs                                      # one loss read per epoch, not per step
+    assert first.losses == again.losses and (first.y_pred == again.y_pred).all()
