@@ -1,8 +1,10 @@
 """``avshards build``: sources -> shards (parallel, resumable, reproducible) + manifest + failure list.
 
-Videos are assigned to shards in contiguous blocks of ``videos_per_shard`` in source order, so a
-shard's content depends only on the source list and the options, never on timing or worker count.
-Each shard is one task (:func:`avshards.writer.build_shard`) in a process pool.
+The source list is first put in a seeded random order (``shuffle``, ``seed``), so a shard holds a
+mix of classes rather than one class folder; then videos are assigned to shards in contiguous
+blocks of ``videos_per_shard`` of that order, so a shard's content depends only on the source
+list, the seed and the options, never on timing or worker count. Each shard is one task
+(:func:`avshards.writer.build_shard`) in a process pool.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
+from avshards import ray_engine
+from avshards.errors import BuildError
 from avshards.format import FAILURES_NAME, FPS, MANIFEST_NAME, SAMPLE_RATE, SCHEMA_VERSION
 from avshards.index import index_path
+from avshards.outputs import open_output
 from avshards.remote import join
-from avshards.sources import SourceItem, resolve_sources
+from avshards.sources import SourceItem, SourceScan, scan_sources, skipped_text
 from avshards.transcode import DEFAULT_QUALITY, DEFAULT_SHORT_SIDE, DEFAULT_TIMEOUT, check_ffmpeg
 from avshards.writer import (DEFAULT_CLIP_SECONDS, TMP_SUFFIX, ClipOptions, ShardResult, ShardSpec,
                              build_shard, scan_shard)
@@ -31,10 +38,6 @@ from avshards.writer import (DEFAULT_CLIP_SECONDS, TMP_SUFFIX, ClipOptions, Shar
 DEFAULT_VIDEOS_PER_SHARD = 256
 SHARD_PATTERN = "shards-{:06d}.tar"
 PARTIAL = ".partial"
-
-
-class BuildError(ValueError):
-    """A problem with the build's arguments or output folder; the message says what to do."""
 
 
 @dataclass
@@ -52,6 +55,7 @@ class BuildReport:
     media_seconds: float = 0.0
     wall_seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
+    skipped_by_extension: dict[str, int] = field(default_factory=dict)   # files under --src not taken
 
     @property
     def num_failed(self) -> int:
@@ -62,10 +66,12 @@ class BuildReport:
         return self.num_bytes / self.media_seconds if self.media_seconds else 0.0
 
     def summary(self) -> str:
+        skipped = skipped_text(self.skipped_by_extension)
         return (f"built {self.built_shards} shard(s), skipped {self.skipped_shards} (already done), "
                 f"failed {self.num_failed} of {self.num_videos} video(s); {self.num_samples} clips, "
                 f"{self.media_seconds / 3600:.3f} h of media, "
-                f"{self.bytes_per_clip_second / 1000:.1f} kB per clip-second -> {self.out}")
+                f"{self.bytes_per_clip_second / 1000:.1f} kB per clip-second -> {self.out}"
+                + (f"; skipped {skipped} in --src" if skipped else ""))
 
 
 def plan_shards(items: Sequence[SourceItem], out: str, videos_per_shard: int,
@@ -78,12 +84,28 @@ def plan_shards(items: Sequence[SourceItem], out: str, videos_per_shard: int,
     return specs
 
 
+def build_order(items: Sequence[SourceItem], shuffle: bool = True, seed: int = 0) -> list[SourceItem]:
+    """The order videos are written in: a permutation seeded by ``seed`` (a pure function of the
+    list), or the source order itself. Class folders and CSVs list a class's videos together;
+    written that way, a shard would hold one or two classes."""
+    if not shuffle:
+        return list(items)
+    return [items[i] for i in np.random.default_rng(seed).permutation(len(items)).tolist()]
+
+
 def sources_digest(items: Sequence[SourceItem]) -> str:
     """A fingerprint of the source list: a resumed build must see the same one."""
     h = hashlib.sha1()
     for it in items:
         h.update(json.dumps(asdict(it), sort_keys=True).encode())
     return h.hexdigest()
+
+
+def sizes_digest(items: Sequence[SourceItem]) -> str:
+    """A fingerprint of the sources' file sizes (-1 for a missing file), so a source replaced under
+    the same name (re-downloaded, re-encoded) is seen; sizes, not times, keep a copy's manifest equal."""
+    sizes = [os.path.getsize(it.path) if os.path.isfile(it.path) else -1 for it in items]
+    return hashlib.sha1(json.dumps(sizes).encode()).hexdigest()
 
 
 def _prepare_out(out: str) -> None:
@@ -108,7 +130,8 @@ def _check_resumable(out: str, build_info: dict[str, Any]) -> None:
         return
     with open(path) as f:
         old = json.load(f).get("build", {})
-    keys = ("options", "sources_digest", "videos_per_shard")
+    keys = ("options", "sources_digest", "videos_per_shard", "shuffle", "seed")
+    keys += ("sizes_digest",) if "sizes_digest" in old else ()   # manifests of older avshards lack it
     if any(old.get(k) != build_info[k] for k in keys):
         raise BuildError(f"{out} holds shards built from other sources or options; "
                          "add --overwrite to rebuild them, or choose another --out.")
@@ -204,13 +227,15 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
           videos_per_shard: int = DEFAULT_VIDEOS_PER_SHARD, workers: int | None = None,
           timeout: float = DEFAULT_TIMEOUT, overwrite: bool = False, progress: bool = True,
           engine: str = "local", ray_address: str | None = None,
-          staging: str | os.PathLike | None = None) -> BuildReport:
+          staging: str | os.PathLike | None = None, shuffle: bool = True, seed: int = 0) -> BuildReport:
     """Transcode ``src`` (folder, CSV, list file, glob, or a list of SourceItem) into shards in ``out``.
 
     ``out`` is a folder or ``s3://bucket/prefix/`` (shards staged in ``staging``, then uploaded;
     see :mod:`avshards.outputs`). ``engine``: "local" (a process pool of ``workers``) or "ray"
     (one Ray task per shard, on the cluster at ``ray_address`` or a local instance; see
     :mod:`avshards.ray_engine`). Both run the same shard function: the shards are identical.
+    ``shuffle``: write the videos in the order :func:`build_order` ``(seed)`` gives (default), not
+    in source order (which keeps each class folder together).
 
     Returns a :class:`BuildReport`. Raises :class:`BuildError` / ``SourceError`` /
     ``MissingFFmpeg`` for problems the user must fix; failing videos are reported, not raised.
@@ -226,13 +251,12 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
         raise BuildError(f"--engine {engine}: use local (this machine's cores) or ray (a Ray cluster).")
     run_shards = _run_shards
     if engine == "ray":
-        from avshards import ray_engine
         run_shards = ray_engine.runner(ray_address)   # fails now, not mid-build, without Ray
     ffmpeg_version = check_ffmpeg()
-    items = list(src) if isinstance(src, (list, tuple)) else resolve_sources(src, root)
+    scan = SourceScan(list(src), "items") if isinstance(src, (list, tuple)) else scan_sources(src, root)
+    items = scan.items
     if not items:
         raise BuildError("the source list is empty; give at least one video.")
-    from avshards.outputs import open_output
     dest = open_output(out, staging)   # a folder, or S3 (shards staged in dest.local, then uploaded)
     out = dest.local
     _prepare_out(out)
@@ -241,7 +265,9 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
     build_info = {"options": {"short_side": short_side, "quality": quality, "clip_seconds": float(clip_seconds),
                               "fps": FPS, "sample_rate": SAMPLE_RATE},
                   "videos_per_shard": videos_per_shard, "sources_digest": sources_digest(items),
-                  "num_sources": len(items), "ffmpeg": ffmpeg_version}
+                  "sizes_digest": sizes_digest(items),
+                  "num_sources": len(items), "ffmpeg": ffmpeg_version, "shuffle": shuffle, "seed": seed}
+    items = build_order(items, shuffle, seed)
     specs = plan_shards(items, out, videos_per_shard, options)
     if overwrite:
         _remove_stale(out, specs)
@@ -274,7 +300,7 @@ def build(src: str | os.PathLike | Sequence[SourceItem], out: str | os.PathLike,
                          num_samples=sum(r.num_samples for r in ordered),
                          num_bytes=sum(r.num_bytes for r in ordered),
                          media_seconds=sum(r.seconds for r in ordered),
-                         failures=[f for r in ordered for f in r.failures])
+                         failures=[f for r in ordered for f in r.failures], skipped_by_extension=dict(scan.skipped))
     _write_outputs(out, ordered, items, build_info, report)
     dest.publish()
     os.remove(partial)

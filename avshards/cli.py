@@ -1,11 +1,22 @@
-"""The `avshards` command: build, inspect, verify, preview, stream and index audio-visual shards."""
+"""The `avshards` command: build, inspect, verify, preview, index, upload and list audio-visual shards.
+
+Importing this module loads neither torch nor webdataset (the commands import what they need), so
+``avshards --help`` and ``avshards ls`` answer at once. Every command ends a user error with one
+sentence and the exit code of :mod:`avshards.cli_errors`.
+"""
+
+import logging
+import sys
 
 import click
 
+from avshards.cli_errors import CommandGroup, Exit, fail
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="crisscross-av")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="Log what the commands do: -v the details (INFO), -vv debugging.")
+def main(verbose: int) -> None:
     """Audio-visual WebDataset shards: 16 fps JPEG frames + 16 kHz mono audio per clip.
 
     \b
@@ -13,16 +24,42 @@ def main() -> None:
       avshards build --src kinetics/ --out shards/     transcode a video folder once
       avshards inspect shards/                          what is in it
       avshards preview shards/ --out preview.png        look at it
+      avshards -v ls s3://bucket/k400/                  the same with details logged
+
+    Exit codes: 0 done, 1 bad data, 2 fix the command or its inputs, 3 a server did not answer
+    (run again later), 130 interrupted (docs/troubleshooting.md).
     """
+    configure_logging(verbose)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to the ``sys.stderr`` of the moment (click's test runner swaps it)."""
+
+    avshards_cli = True
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _) -> None:
+        pass
+
+
+def configure_logging(verbose: int) -> None:
+    """Send the ``avshards`` loggers to stderr: warnings always, INFO with -v, DEBUG with -vv."""
+    logger = logging.getLogger("avshards")
+    for handler in [h for h in logger.handlers if getattr(h, "avshards_cli", False)]:
+        logger.removeHandler(handler)     # one handler, however often main() runs in one process
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setLevel(logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG)
+    logger.addHandler(handler)
+    if verbose:
+        logger.setLevel(handler.level)
 
 
 # build / inspect / verify / preview ------------------------------------------------------------
-def _fail(message: str, code: int = 2) -> None:
-    """A user error: one sentence on stderr, no traceback."""
-    click.echo(f"Error: {message}", err=True)
-    raise SystemExit(code)
-
-
 @main.command("build")
 @click.option("--src", required=True, help="Videos: a folder (class folders = labels), a Kinetics or "
               "path,label[,start,end] CSV, a list file, or a quoted glob.")
@@ -55,63 +92,86 @@ def _fail(message: str, code: int = 2) -> None:
 @click.option("--staging", type=click.Path(file_okay=False), default=None,
               help="With --out s3://...: local folder where shards are written before upload "
                    "[default: one under the system's temporary folder, named after the URL].")
+@click.option("--shuffle/--no-shuffle", default=True, show_default=True,
+              help="Write the videos in a seeded random order, so shards mix classes (--no-shuffle: source "
+                   "order, i.e. one class folder after the other).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the --shuffle order.")
 def build_command(src, out, root, short_side, quality, clip_seconds, videos_per_shard, workers, timeout,
-                  overwrite, quiet, dataset, split, engine, ray_address, staging) -> None:
+                  overwrite, quiet, dataset, split, engine, ray_address, staging, shuffle, seed) -> None:
     """Transcode videos into shards: 16 fps JPEG frames + 16 kHz mono audio per clip.
 
     A killed build, run again, skips the finished shards; failing videos are listed in
     failures.jsonl and the build goes on. Exits non-zero only when nothing could be built.
-    """
-    from avshards.build import BuildError, build
-    from avshards.datasets import DatasetError, dataset_items
-    from avshards.sources import SourceError
-    from avshards.transcode import MissingFFmpeg
 
+    \b
+    Example:
+      avshards build --src kinetics400/train/ --out shards/k400-train/ --workers 16
+    """
+    from avshards.build import build
+    from avshards.datasets import dataset_items
+    from avshards.sources import describe_source
+
+    if dataset:
+        src = dataset_items(dataset, src, split)
+    else:
+        click.echo(f"reading --src {src} as {describe_source(src)}", err=True)
     try:
-        if dataset:
-            src = dataset_items(dataset, src, split)
         report = build(src, out, root=root, short_side=short_side, quality=quality, clip_seconds=clip_seconds,
                        videos_per_shard=videos_per_shard, workers=workers, timeout=timeout,
                        overwrite=overwrite, progress=not quiet, engine=engine, ray_address=ray_address,
-                       staging=staging)
-    except (BuildError, SourceError, MissingFFmpeg, DatasetError) as err:
-        _fail(str(err))
+                       staging=staging, shuffle=shuffle, seed=seed)
     except KeyboardInterrupt:
-        _fail(f"interrupted; run the same command again to resume (finished shards in {out} are kept).", 130)
+        fail(f"interrupted; run the same command again to resume (finished shards in {out} are kept).",
+             Exit.INTERRUPTED)
     for failure in report.failures[:10]:
         click.echo(f"failed: {failure['source']}: {failure['reason']}", err=True)
     if report.num_failed > 10:
         click.echo(f"... {report.num_failed - 10} more in {out}/failures.jsonl", err=True)
     click.echo(report.summary())
     if report.num_samples == 0:
-        _fail(f"no clip could be built from {src}; see the reasons above.", 1)
+        fail(f"no clip could be built from {src}; see the reasons above.", Exit.BAD_DATA)
 
 
 @main.command("inspect")
 @click.argument("shards")
 def inspect_command(shards) -> None:
-    """Summarise SHARDS (a folder or brace pattern): clips, hours, labels, audio share, size."""
-    from avshards.inspect import summarize
+    """Summarise SHARDS (a folder, brace pattern or URL): clips, hours, labels, audio share, size,
+    and how the clips are ordered (a set sorted by label makes batches of one class).
 
-    if not _exists(shards):
-        _fail(f"{shards} has no shards; give the --out folder of `avshards build`.")
+    On http(s):// and s3:// it reads the manifest and the .idx files, never the shards themselves.
+
+    \b
+    Example:
+      avshards inspect s3://bucket/k400/
+    """
+    from avshards.inspect import order_report, summarize
+
+    _require_shards(shards)
     click.echo(summarize(shards).table())
+    order = order_report(shards)
+    click.echo(order.summary())
+    if order.advice:
+        click.echo(f"warning: {order.advice}", err=True)
 
 
 @main.command("verify")
 @click.argument("shards")
 def verify_command(shards) -> None:
-    """Decode every frame and audio sample in SHARDS and check each json against its content."""
+    """Decode every frame and audio sample in SHARDS and check each json against its content.
+
+    \b
+    Example:
+      avshards verify shards/k400-train/
+    """
     from avshards.inspect import verify
 
-    if not _exists(shards):
-        _fail(f"{shards} has no shards; give the --out folder of `avshards build`.")
+    _require_shards(shards)
     problems = 0
     for where, problem in verify(shards):
         problems += 1
         click.echo(f"{where}: {problem}")
     if problems:
-        _fail(f"{problems} problem(s) found in {shards}.", 1)
+        fail(f"{problems} problem(s) found in {shards}.", Exit.BAD_DATA)
     click.echo(f"ok: every clip in {shards} decodes and matches its json")
 
 
@@ -121,28 +181,30 @@ def verify_command(shards) -> None:
 @click.option("--clips", default=4, show_default=True, help="Clips (rows) to show.")
 @click.option("--frames", default=6, show_default=True, help="Frames per row, evenly spaced over the clip.")
 def preview_command(shards, out, clips, frames) -> None:
-    """Write a contact sheet of SHARDS: frames and a log-mel image for the first few clips."""
+    """Write a contact sheet of SHARDS: frames and a log-mel image for the first few clips.
+
+    \b
+    Example:
+      avshards preview shards/k400-train/ --out preview.png --clips 8
+    """
     from avshards.inspect import preview
 
-    if not _exists(shards):
-        _fail(f"{shards} has no shards; give the --out folder of `avshards build`.")
+    _require_shards(shards)
     click.echo(f"wrote {preview(shards, out, clips=clips, frames=frames)}")
 
 
-def _exists(shards: str) -> bool:
-    import os
-
+def _require_shards(url: str) -> None:
+    """Stop with one sentence when a local ``url`` holds no shards (remote problems raise their own)."""
+    from avshards import remote
     from avshards.reader import shard_urls
 
-    try:
-        urls = shard_urls(shards)
-    except OSError:
-        return False
-    return bool(urls) and ("://" in shards or all(os.path.exists(u) for u in urls))
+    urls = shard_urls(url)
+    if not urls or (remote.scheme_of(url) == "file" and not all(remote.exists(u) for u in urls)):
+        fail(f"{url} has no shards; give the --out folder of `avshards build`.")
 
 
 # Commands are registered explicitly, one line each, below.
-from avshards.indexing import index_command  # noqa: E402
+from avshards.index_cli import index_command  # noqa: E402
 main.add_command(index_command)
 from avshards.stream_cli import ls_command, upload_command  # noqa: E402
 main.add_command(upload_command)

@@ -102,17 +102,27 @@ class AVClip:
 
     Nothing is decoded until asked: ``frames([0, 4, 8])`` decodes three JPEGs, ``audio(s, n)``
     converts only ``n`` samples.
+
+    Besides the shard's content a clip carries where a stream read it (both are functions of
+    the position, so a resumed run sees the same values):
+
+    - ``epoch``: the epoch of :class:`avshards.stream.ShardStream` it was read in (None when read
+      outside a stream, e.g. by :func:`avshards.reader.open_shards`);
+    - ``visit``: which pass over the data that read belongs to (0, 1, ... when an epoch is larger
+      than the data and reads every clip several times), so per-read randomness can differ.
     """
 
     def __init__(self, key: str, meta: dict[str, Any], mjpeg: bytes, wav: bytes | None,
-                 url: str | None = None):
+                 url: str | None = None, epoch: int | None = None, visit: int = 0):
         self.key, self.meta, self.url = key, meta, url
+        self.epoch, self.visit = epoch, visit
         self._mjpeg, self._wav = mjpeg, wav
         self._offsets = meta["frame_offsets"]
 
     @classmethod
-    def from_sample(cls, sample: Mapping[str, Any]) -> "AVClip":
-        """Build from a raw webdataset sample dict (``__key__``, ``json``, ``mjpeg``, ``wav``)."""
+    def from_sample(cls, sample: Mapping[str, Any], epoch: int | None = None, visit: int = 0) -> "AVClip":
+        """Build from a raw webdataset sample dict (``__key__``, ``json``, ``mjpeg``, ``wav``);
+        ``epoch`` and ``visit`` say where a stream read it (see the class docstring)."""
         key = sample["__key__"]
         where = f"sample {key!r} of {sample.get('__url__', 'a shard')}"
         if "json" not in sample or "mjpeg" not in sample:
@@ -120,7 +130,7 @@ class AVClip:
         raw = sample["json"]
         meta = json.loads(raw) if isinstance(raw, (bytes, str)) else dict(raw)
         check_schema(meta, where)
-        return cls(key, meta, sample["mjpeg"], sample.get("wav"), sample.get("__url__"))
+        return cls(key, meta, sample["mjpeg"], sample.get("wav"), sample.get("__url__"), epoch, visit)
 
     # metadata -------------------------------------------------------------------------------
     @property

@@ -1,30 +1,37 @@
-"""Look at shards: ``inspect`` (a summary table), ``verify`` (decode everything, check the json
-against the content) and ``preview`` (a contact sheet of frames and a log-mel image per clip).
+"""Look at shards: ``inspect`` (a summary table and :func:`order_report`, how clustered the clip
+order is), ``verify`` (decode everything, check the json against the content) and ``preview`` (a
+contact sheet of frames and a log-mel image per clip).
 
-All three read through :func:`avshards.open_shards`, so they work wherever the reader does.
+All read through :mod:`avshards.reader`, so they work wherever the reader does; on a remote set
+``summarize`` and ``order_report`` read only the manifest, the indexes and a few json members.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import io
 import json
 import os
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from avshards import remote
 from avshards.format import MANIFEST_NAME, SAMPLE_RATE, WAV_HEADER_BYTES, AVClip
 from avshards.index import index_path, parse_index, scan_tar
-from avshards.reader import open_shards, shard_urls
+from avshards.reader import is_pattern, list_shards, load_index, open_shards, read_manifest, read_samples, shard_urls
 from avshards.transcode import SILENCE_DB
+
+REMOTE_READERS = 16     # concurrent requests when a remote set is inspected (sizes, json members)
 
 
 @dataclass
 class Summary:
-    """Totals of a shard set."""
+    """Totals of a shard set. ``complete`` is False for a remote set without a build manifest: its
+    clips and sizes are known (indexes, the store), its hours, labels and audio share are not."""
 
     shards: int = 0
     clips: int = 0
@@ -32,6 +39,7 @@ class Summary:
     num_bytes: int = 0
     with_audio: int = 0
     labels: Counter = field(default_factory=Counter)
+    complete: bool = True
 
     @property
     def bytes_per_clip_second(self) -> float:
@@ -39,11 +47,13 @@ class Summary:
 
     def table(self) -> str:
         """A two-line table plus the most common labels."""
-        share = f"{100 * self.with_audio / self.clips:.0f}%" if self.clips else "-"
+        known = self.complete
+        share = f"{100 * self.with_audio / self.clips:.0f}%" if self.clips and known else "-"
         cols = [("shards", str(self.shards)), ("clips", str(self.clips)),
-                ("hours", f"{self.seconds / 3600:.3f}"), ("labels", str(len(self.labels))),
-                ("has_audio", share), ("size", _human(self.num_bytes)),
-                ("bytes/clip-s", _human(self.bytes_per_clip_second))]
+                ("hours", f"{self.seconds / 3600:.3f}" if known else "?"),
+                ("labels", str(len(self.labels)) if known else "?"),
+                ("has_audio", share if known else "?"), ("size", _human(self.num_bytes)),
+                ("bytes/clip-s", _human(self.bytes_per_clip_second) if known else "?")]
         widths = [max(len(a), len(b)) for a, b in cols]
         lines = ["  ".join(a.ljust(w) for (a, _), w in zip(cols, widths)),
                  "  ".join(b.ljust(w) for (_, b), w in zip(cols, widths))]
@@ -51,6 +61,9 @@ class Summary:
             top = ", ".join(f"{k} ({v})" for k, v in self.labels.most_common(8))
             more = f", ... {len(self.labels) - 8} more" if len(self.labels) > 8 else ""
             lines.append(f"labels: {top}{more}")
+        if not known:
+            lines.append("hours, labels and audio share come from the manifest.json of `avshards build`, which this "
+                         "set lacks; inspect a local copy to count them from every clip")
         return "\n".join(lines)
 
 
@@ -66,26 +79,147 @@ def _clip_seconds(clip: AVClip) -> float:
     return clip.duration if clip.num_frames else clip.num_samples / clip.sample_rate
 
 
+def _build_manifest(url: str) -> dict | None:
+    """The manifest of a folder / prefix URL (None for a brace pattern or without one)."""
+    return None if is_pattern(url) else read_manifest(url)
+
+
 def summarize(url: str) -> Summary:
-    """Totals of the shards at ``url``: from its manifest when it has one, else by reading every json."""
-    manifest = os.path.join(url, MANIFEST_NAME)
-    if os.path.isdir(url) and os.path.exists(manifest):
-        with open(manifest) as f:
-            m = json.load(f)
-        if "label_counts" in m:   # written by `avshards build`
-            return Summary(len(m["shards"]), m["num_samples"], m["seconds"], m["num_bytes"],
-                           m["num_with_audio"], Counter({k or "(none)": v for k, v in m["label_counts"].items()}))
+    """Totals of the shards at ``url`` (a folder, pattern or URL).
+
+    From the manifest of `avshards build` when there is one; else clip counts from the indexes and
+    sizes from the store (remote: no shard is read), or every clip's json (local).
+    """
+    m = _build_manifest(url)
+    if m is not None and "label_counts" in m:
+        return Summary(len(m["shards"]), m["num_samples"], m["seconds"], m["num_bytes"], m["num_with_audio"],
+                       Counter({k or "(none)": v for k, v in m["label_counts"].items()}))
+    if remote.scheme_of(url) != "file":
+        shards = list_shards(url)
+        with cf.ThreadPoolExecutor(REMOTE_READERS) as pool:
+            sizes = list(pool.map(lambda s: remote.size(s.url) or 0, shards))
+        return Summary(len(shards), sum(s.num_samples for s in shards), num_bytes=sum(sizes), complete=False)
     s = Summary()
     urls = shard_urls(url)
     s.shards = len(urls)
     for shard in urls:
-        s.num_bytes += os.path.getsize(shard) if os.path.exists(shard) else 0
+        s.num_bytes += remote.size(shard) or 0
         for clip in open_shards(shard):
             s.clips += 1
             s.seconds += _clip_seconds(clip)
             s.with_audio += clip.has_audio
             s.labels[clip.label if clip.label is not None else "(none)"] += 1
     return s
+
+
+# order -----------------------------------------------------------------------------------------
+SORTED_AT = 0.5    # clustering from which a set counts as sorted: half way from random to sorted
+
+
+@dataclass(frozen=True)
+class OrderReport:
+    """How clustered the clip order of a shard set is, from neighbouring clips inside its shards.
+
+    ``same_*`` is the share of neighbouring clips with the same label / source; ``random_*`` what a
+    random order gives (labels: the manifest's counts when it has them, else the clips looked at).
+    ``*_clustering`` rescales it: 0 is a random order, 1 every neighbour alike.
+    """
+
+    url: str
+    clips: int                      # clips looked at
+    shards: int                     # shards they come from
+    pairs: int                      # neighbouring pairs among them
+    same_label: float | None        # None when the clips have no labels (or only one)
+    random_label: float | None
+    same_source: float
+    random_source: float
+
+    @property
+    def label_clustering(self) -> float | None:
+        return None if self.same_label is None else _clustering(self.same_label, self.random_label)
+
+    @property
+    def source_clustering(self) -> float:
+        return _clustering(self.same_source, self.random_source)
+
+    @property
+    def sorted_by_label(self) -> bool:
+        """True when batches drawn from this order would hold far fewer classes than a shuffle's."""
+        return self.label_clustering is not None and self.label_clustering >= SORTED_AT
+
+    @property
+    def advice(self) -> str | None:
+        """The one warning to show (``None`` when the order is fine)."""
+        if not self.sorted_by_label:
+            return None
+        return (f"{self.url}: the clips are sorted by label ({self.same_label:.0%} of neighbouring clips share a "
+                f"label, a random order gives {self.random_label:.0%}), so a batch holds few classes; rebuild the "
+                "set with avshards build --shuffle (the default), or shuffle the rows of your CSV.")
+
+    def summary(self) -> str:
+        """One line: both shares against a random order's, and what they were measured on."""
+        if self.pairs == 0:
+            return f"order: too few clips to judge ({self.clips} in {self.shards} shard(s))"
+        if self.same_label is None:
+            head = "order: no labels to judge by"
+        else:
+            head = (f"order: {'sorted by label' if self.sorted_by_label else 'mixed'}: {self.same_label:.0%} of "
+                    f"neighbouring clips share a label (random order: {self.random_label:.0%})")
+        return (f"{head}; {self.same_source:.0%} share a source (random order: {self.random_source:.0%}); "
+                f"from {self.clips} clips in {self.shards} shard(s)")
+
+
+def _clustering(same: float, random: float) -> float:
+    return 0.0 if random >= 1 else max(0.0, (same - random) / (1 - random))
+
+
+def _same_share(counts: Counter) -> float:
+    """Chance that two different clips drawn at random share a value, given its counts."""
+    n = sum(counts.values())
+    return sum(c * (c - 1) for c in counts.values()) / (n * (n - 1)) if n > 1 else 0.0
+
+
+def _neighbour_share(runs: Sequence[list], n_pairs: int) -> float:
+    return sum(a == b for run in runs for a, b in zip(run, run[1:])) / n_pairs if n_pairs else 0.0
+
+
+def _clip_origins(shard: str, clips: int) -> list[tuple[str | None, str | None]]:
+    """(label, source) of the first ``clips`` clips of a shard: only their json members when the
+    shard has an index (one small ranged read each, concurrently), else streamed from the start."""
+    index = load_index(shard)
+    if index is None:
+        metas = [json.loads(s["json"]) for s in read_samples(shard, 0, clips)]
+    else:
+        spans = [s.members["json"] for s in index[:clips] if "json" in s.members]
+        with cf.ThreadPoolExecutor(REMOTE_READERS) as pool:
+            metas = list(pool.map(lambda span: json.loads(remote.read_range(shard, span[0], span[0] + span[1])),
+                                  spans))
+    return [(m.get("label"), m.get("source_id") or m.get("source")) for m in metas]
+
+
+def order_report(url: str, max_shards: int = 4, clips_per_shard: int = 64) -> OrderReport:
+    """How clustered the order of the shards at ``url`` is, from the first ``clips_per_shard`` clips
+    of up to ``max_shards`` shards spread over the set (a bounded cost on any store).
+
+    A set built in (label, path) order gives a high ``label_clustering`` (:attr:`OrderReport.advice`
+    says to rebuild it); clips cut from one long source sit side by side whatever the build order
+    (``source_clustering``), which the stream's shuffle buffer has to mix.
+    """
+    urls = shard_urls(url)
+    k = min(len(urls), max_shards)
+    picked = [urls[round(i * (len(urls) - 1) / (k - 1))] for i in range(k)] if k > 1 else urls[:k]
+    origins = [_clip_origins(u, clips_per_shard) for u in picked]
+    pairs = sum(max(0, len(o) - 1) for o in origins)
+    labels = [[lab for lab, _ in o] for o in origins]
+    sources = [[src for _, src in o] for o in origins]
+    seen_labels = Counter(lab for run in labels for lab in run)
+    same_label = random_label = None
+    if len(seen_labels) > 1:            # clips without a label count as one more value
+        m = _build_manifest(url)
+        counts = Counter(m["label_counts"]) if m and m.get("label_counts") else seen_labels
+        same_label, random_label = _neighbour_share(labels, pairs), _same_share(counts)
+    return OrderReport(url, sum(map(len, origins)), len(picked), pairs, same_label, random_label,
+                       _neighbour_share(sources, pairs), _same_share(Counter(s for run in sources for s in run)))
 
 
 # verify ----------------------------------------------------------------------------------------
@@ -224,7 +358,7 @@ def preview(url: str, out: str, clips: int = 4, frames: int = 6) -> str:
         if len(chosen) == clips:
             break
     if not chosen:
-        raise ValueError(f"no clips found at {url}; point preview at a shard folder or file.")
+        raise remote.ShardAccessError(f"no clips found at {url}; point preview at a shard folder or file.")
     fig, axes = plt.subplots(len(chosen), frames + 1, squeeze=False,
                              figsize=(1.6 * frames + 3.2, 1.4 * len(chosen)),
                              gridspec_kw={"width_ratios": [1] * frames + [2]})

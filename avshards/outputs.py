@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from avshards import remote
-from avshards.build import BuildError
+from avshards.errors import BuildError
 from avshards.format import FAILURES_NAME, MANIFEST_NAME
 from avshards.index import index_path
 from avshards.reader import load_index
@@ -71,15 +71,15 @@ def default_staging(url: str) -> str:
     return os.path.join(tempfile.gettempdir(), "avshards-staging", f"{remote.split_s3(url)[0]}-{slug}")
 
 
-def _s3_error(url: str, err: OSError) -> BuildError:
+def _s3_error(url: str, err: OSError) -> OSError:
     if isinstance(err, remote.TransientError):
-        return BuildError(f"{url} could not be reached after retries ({err}); check the endpoint "
-                          "and run the same command again to resume.")
+        return err    # stays transient: the CLI says the store did not answer (exit 3), a re-run resumes
     return BuildError(str(err))
 
 
 def upload(path: str, url: str) -> None:
-    """Upload one file, retrying transient errors; failures become one :class:`BuildError` sentence."""
+    """Upload one file, retrying transient errors; a user's error becomes one :class:`BuildError`
+    sentence, a store that kept failing stays a :class:`~avshards.remote.TransientError`."""
     try:
         remote.with_retries(lambda: remote.upload_file(path, url))
     except OSError as err:

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from avshards.build import BuildError
+from avshards.errors import BuildError
 from avshards.writer import ShardResult, ShardSpec, build_shard
 
 INSTALL_HINT = "--engine ray needs Ray; install it with pip install 'crisscross-av[ray]'."

@@ -15,17 +15,16 @@ from __future__ import annotations
 import json
 import logging
 import tarfile
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import braceexpand
-from webdataset import tariterators
+import numpy as np
 
 from avshards import remote
 from avshards.format import MANIFEST_NAME, AVClip
-from avshards.index import IndexedSample, index_path, parse_index
+from avshards.index import IndexedSample, index_path, parse_index, split_name
 
 
 log = logging.getLogger("avshards.reader")
@@ -116,41 +115,70 @@ def list_shards(url: str, retries: int = remote.RETRIES, backoff: float = remote
     return [ShardInfo(remote.join(url, s["name"]), int(s["num_samples"])) for s in manifest["shards"]]
 
 
-def _indexed_samples(url: str, index: list[IndexedSample], start: int, stop: int, retries: int,
-                     backoff: float) -> Iterator[dict[str, Any]]:
+def _indexed_samples(url: str, index: Sequence[IndexedSample], start: int, stop: int, retries: int,
+                     backoff: float, counters: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
     """One ranged request for all of ``index[start:stop]``, read sample by sample as it arrives.
 
-    A connection lost mid-body is reopened at the current sample, ``retries`` times.
+    A connection lost mid-body is resumed at the byte where it stopped
+    (:class:`avshards.remote.ResumingStream`), so a flaky server costs time, not samples.
     """
-    wanted, stream, failures, i = index[start:stop], None, 0, 0
+    wanted = index[start:stop]
+    if not wanted:
+        if stop > len(index):
+            raise TruncatedShardError(f"{url} has {len(index)} samples in its index, fewer than expected")
+        return
+    stream = remote.ResumingStream(url, wanted[0].start, wanted[-1].end, retries, backoff)
+    at = wanted[0].start
     try:
-        while i < len(wanted):
-            s = wanted[i]
-            try:
-                if stream is None:
-                    stream, at = remote.open_stream(url, s.start, wanted[-1].end, retries, backoff), s.start
-                data = remote.read_exact(stream, s.end - at)
-            except remote.TransientError:
-                stream, failures = None, failures + 1
-                if failures > retries:
-                    raise
-                time.sleep(backoff * 2 ** (failures - 1))
-                continue
+        for s in wanted:
+            data = stream.read(s.end - at)
             if any(off + size > at + len(data) for off, size in s.members.values()):
                 raise TruncatedShardError(f"{url} is truncated at byte {at + len(data)} (sample {s.key!r})")
             sample: dict[str, Any] = {"__key__": s.key, "__url__": url}
             for ext, (off, size) in s.members.items():
                 sample[ext] = data[off - at:off - at + size]
-            at, i, failures = s.end, i + 1, 0
+            at = s.end
             yield sample
     finally:
-        if stream is not None:
-            stream.close()
+        stream.close()
+        if counters is not None:
+            counters["requests"] = counters.get("requests", 0) + stream.requests
+            counters["resumed"] = counters.get("resumed", 0) + stream.resumed
     if stop > len(index):
         raise TruncatedShardError(f"{url} has {len(index)} samples in its index, fewer than expected")
 
 
+def scan_index(url: str) -> list[IndexedSample]:
+    """The index of a shard that has no ``.idx``, from its tar headers (what ``avshards index`` writes).
+
+    A local file is scanned by seeking from header to header; a remote one is streamed once.
+    A tar damaged at the end gives the samples before the damage.
+    """
+    log.warning("%s has no .idx: indexing it by scanning its tar (`avshards index` writes the index once "
+                "and avoids this)", url)
+    stream = remote.open_stream(url)
+    samples: list[IndexedSample] = []
+    try:
+        mode = "r:" if remote.scheme_of(url) == "file" else "r|"
+        with tarfile.open(fileobj=stream, mode=mode) as tar:
+            for m in tar:
+                key, ext = split_name(m.name)
+                if not m.isreg() or not key or key.endswith("/"):
+                    continue
+                if samples and samples[-1].key == key:
+                    samples[-1].members[ext] = (m.offset_data, m.size)
+                else:
+                    samples.append(IndexedSample(key, {ext: (m.offset_data, m.size)}))
+    except (tarfile.ReadError, EOFError):   # damaged or truncated: keep what came before
+        pass
+    finally:
+        stream.close()
+    return samples
+
+
 def _streamed_samples(url: str, start: int, stop: int | None) -> Iterator[dict[str, Any]]:
+    from webdataset import tariterators   # imports torch: only for shards without an index
+
     stream = remote.open_stream(url)
     try:
         files = ({**f, "__url__": url} for f in tariterators.tar_file_iterator(stream))
@@ -166,17 +194,49 @@ def _streamed_samples(url: str, start: int, stop: int | None) -> Iterator[dict[s
 
 
 def read_samples(url: str, start: int = 0, stop: int | None = None,
-                 index: list[IndexedSample] | None = None, retries: int = remote.RETRIES,
-                 backoff: float = remote.BACKOFF) -> Iterator[dict[str, Any]]:
+                 index: Sequence[IndexedSample] | None = None, retries: int = remote.RETRIES,
+                 backoff: float = remote.BACKOFF, counters: dict[str, int] | None = None
+                 ) -> Iterator[dict[str, Any]]:
     """Raw sample dicts (``__key__``, ``__url__``, ``json``, ``mjpeg``, ``wav``) ``[start, stop)`` of a shard.
 
-    With the shard's ``index`` this is one byte-range request, read as it arrives; without, the
-    tar is streamed from its start. Samples before any damage are yielded, then :class:`TruncatedShardError` (or the
-    read error) is raised, so the caller knows how many were lost.
+    With the shard's ``index`` (a list, or a :class:`CompactIndex`) this is one byte-range request,
+    read as it arrives; without, the tar is streamed from its start. Samples before any damage are
+    yielded, then :class:`TruncatedShardError` (or the read error) is raised, so the caller knows
+    how many were lost. ``counters["requests"]`` / ``["resumed"]`` (when given) add the requests
+    made and the broken responses resumed.
     """
     if index is not None:
-        return _indexed_samples(url, index, start, len(index) if stop is None else stop, retries, backoff)
+        return _indexed_samples(url, index, start, len(index) if stop is None else stop, retries, backoff,
+                                counters)
     return _streamed_samples(url, start, stop)
+
+
+class CompactIndex:
+    """A shard's index held as arrays: a few dozen bytes a sample (a list of :class:`IndexedSample`
+    costs ~1 kB a sample, too much when every worker holds every shard's index). Indexing gives
+    :class:`IndexedSample` objects, made on demand."""
+
+    def __init__(self, samples: Sequence[IndexedSample]):
+        self.exts = sorted({ext for s in samples for ext in s.members})
+        column = {ext: j for j, ext in enumerate(self.exts)}
+        self.keys = np.array([s.key.encode() for s in samples], dtype=bytes)
+        self.members = np.full((len(samples), len(self.exts), 2), -1, dtype=np.int64)   # (offset, size)
+        for i, s in enumerate(samples):
+            for ext, where in s.members.items():
+                self.members[i, column[ext]] = where
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def entry(self, i: int) -> IndexedSample:
+        row = self.members[i]
+        return IndexedSample(self.keys[i].decode(), {ext: (int(row[j, 0]), int(row[j, 1]))
+                                                     for j, ext in enumerate(self.exts) if row[j, 0] >= 0})
+
+    def __getitem__(self, i: int | slice) -> IndexedSample | list[IndexedSample]:
+        if isinstance(i, slice):
+            return [self.entry(j) for j in range(*i.indices(len(self)))]
+        return self.entry(i)
 
 
 def open_shards(url: str) -> Iterator[AVClip]:

@@ -1,4 +1,5 @@
-"""Byte access to shards by URL: local paths, ``http(s)://`` and ``s3://``, in one visible table.
+"""Byte access to shards by URL: local paths, ``http(s)://``, ``s3://`` and, through fsspec, ``gs://``,
+``az://`` and ``hf://``, in one visible table.
 
 Every scheme offers the same four operations (see :data:`SCHEMES`): read a byte range, open a
 sequential stream, tell whether an object exists (and its size), list a prefix. Errors a user can
@@ -8,11 +9,17 @@ exponential back-off by :func:`read_range` and then raised as :class:`TransientE
 
 S3 goes through boto3 with one client per process, created on first use and honouring the standard
 ``AWS_*`` variables, including ``AWS_ENDPOINT_URL`` (so MinIO, Ceph, R2 or moto work as well).
+HTTP(S) requests carry the headers of ``AVSHARDS_HTTP_HEADERS`` (e.g. a bearer token). The fsspec
+schemes need their package (gcsfs, adlfs, huggingface_hub: the extras ``[gcs]``, ``[azure]``,
+``[hf]``) and take credentials the way that package does.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
+import posixpath
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -39,7 +46,7 @@ class TransientError(OSError):
 
 
 def scheme_of(url: str) -> str:
-    """``s3``, ``http``, ``https`` or ``file`` (plain paths and ``file://`` URLs)."""
+    """``s3``, ``http``, ``gs`` ... or ``file`` (plain paths and ``file://`` URLs)."""
     head, sep, _ = url.partition("://")
     return head.lower() if sep else "file"
 
@@ -61,7 +68,7 @@ def _file_read(url: str, start: int, stop: int | None) -> bytes:
         with open(_local(url), "rb") as f:
             f.seek(start)
             return f.read() if stop is None else f.read(stop - start)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):   # notes.txt/manifest.json: no such file either
         raise NotFound(f"{url} does not exist; check the path.") from None
 
 
@@ -70,7 +77,7 @@ def _file_stream(url: str, start: int, stop: int | None) -> IO[bytes]:
         f = open(_local(url), "rb")
         f.seek(start)
         return f
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise NotFound(f"{url} does not exist; check the path.") from None
 
 
@@ -89,44 +96,90 @@ def _file_list(url: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- http
+HEADERS_ENV = "AVSHARDS_HTTP_HEADERS"
+
+
+def http_headers() -> dict[str, str]:
+    """Headers for every HTTP(S) request, from ``AVSHARDS_HTTP_HEADERS``: ``Name: value`` lines.
+
+    Read at each request, so DataLoader workers and a changed environment see the current value.
+    """
+    headers = {}
+    for n, line in enumerate(os.environ.get(HEADERS_ENV, "").splitlines(), 1):
+        name, sep, value = line.partition(":")
+        if not line.strip():
+            continue
+        if not sep or not name.strip():   # the line itself is not quoted: it may hold a token
+            raise ShardAccessError(f"line {n} of {HEADERS_ENV} is not 'Name: value'; write one header per line, "
+                                   "e.g. 'Authorization: Bearer TOKEN'.")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
 def _http_error(url: str, err: Exception) -> OSError:
-    """Classify an urllib error: 4xx are the user's to fix, the rest may be transient."""
+    """Classify an urllib error: 4xx, malformed URLs and unknown hosts are the user's to fix, the
+    rest (refused or reset connections, timeouts, 5xx) may be transient."""
+    host = urllib.parse.urlparse(url).netloc
+    if isinstance(err, (http.client.InvalidURL, ValueError)):
+        return ShardAccessError(f"{url} is not a valid URL ({err}); percent-encode spaces and other special "
+                                "characters (a space is %20).")
     if isinstance(err, urllib.error.HTTPError) and 400 <= err.code < 500 and err.code not in (408, 429):
         if err.code == 404:
             return NotFound(f"{url} was not found on the server (HTTP 404); check the URL.")
+        if err.code in (401, 403):
+            return ShardAccessError(f"{url} was refused by the server (HTTP {err.code} {err.reason}); check the "
+                                    f"URL and the credentials in {HEADERS_ENV} (e.g. 'Authorization: Bearer TOKEN').")
         return ShardAccessError(f"{url} was refused by the server (HTTP {err.code} {err.reason}); "
                                 "check the URL and its access rights.")
-    return TransientError(f"{url}: {err}")
+    reason = getattr(err, "reason", err)
+    if isinstance(reason, socket.gaierror) and reason.errno == socket.EAI_NONAME:
+        return ShardAccessError(f"{url}: the host name in it is not known ({host}); check the URL.")
+    if isinstance(reason, ConnectionRefusedError):
+        return TransientError(f"{url}: connection refused, nothing listens at {host}")
+    if isinstance(reason, TimeoutError):
+        return TransientError(f"{url}: no answer from {host} within {TIMEOUT:g} s")
+    return TransientError(f"{url}: {reason}")
 
 
 def _http_open(url: str, start: int = 0, stop: int | None = None, method: str = "GET"):
-    headers = {}
+    headers = http_headers()
     if start or stop is not None:
         headers["Range"] = f"bytes={start}-" + ("" if stop is None else str(stop - 1))
     try:
         return urllib.request.urlopen(urllib.request.Request(url, headers=headers, method=method),
                                       timeout=TIMEOUT)
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
         raise _http_error(url, err) from None
+
+
+def _check_ranged(url: str, resp, start: int, stop: int | None) -> None:
+    """A ranged request must get 206 (or 200 for a range that is the whole object).
+
+    A server that ignores Range answers 200 with the whole object; cutting it ourselves would
+    download every shard in full for every sample range, so it is refused in one sentence.
+    """
+    if not (start or stop is not None) or resp.status == 206:
+        return
+    length = resp.headers.get("Content-Length")
+    if start == 0 and stop is not None and length is not None and int(length) == stop:
+        return
+    resp.close()
+    raise ShardAccessError(f"{url}: the server ignores HTTP Range requests; serve the shards with "
+                           "a server that supports them (nginx, S3, ...).")
 
 
 def _http_read(url: str, start: int, stop: int | None) -> bytes:
     with _http_open(url, start, stop) as resp:
+        _check_ranged(url, resp, start, stop)
         try:
-            data = resp.read()
+            return resp.read()
         except Exception as err:  # reset (OSError) or short body (http.client.IncompleteRead)
             raise TransientError(f"{url}: {err}") from None
-    if (start or stop is not None) and resp.status != 206:  # server ignored Range: cut it ourselves
-        data = data[start:stop]
-    return data
 
 
 def _http_stream(url: str, start: int, stop: int | None) -> IO[bytes]:
     resp = _http_open(url, start, stop)
-    if start and resp.status != 206:
-        resp.close()
-        raise ShardAccessError(f"{url}: the server ignores HTTP Range requests; serve the shards with "
-                               "a server that supports them (nginx, S3, ...).")
+    _check_ranged(url, resp, start, stop)
     return resp
 
 
@@ -168,7 +221,8 @@ def s3_client():
         except ImportError:
             raise ShardAccessError("s3:// URLs need boto3; pip install 'crisscross-av[s3]'.") from None
         # Our own retry loop decides what is transient; botocore's would hide the cause and the time.
-        config = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=TIMEOUT,
+        # (botocore's "max_attempts" counts retries: only "total_max_attempts" 1 turns them off.)
+        config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=TIMEOUT,
                         read_timeout=TIMEOUT, max_pool_connections=16)
         if config_env not in _SESSIONS:
             _SESSIONS.clear()
@@ -253,6 +307,84 @@ def _s3_list(url: str) -> list[str]:
     return sorted(out)
 
 
+# -------------------------------------------------------------------------------------- fsspec
+# Package and extra of each fsspec scheme (memory:// is fsspec's own in-process store, for tests).
+FSSPEC_PACKAGES = {"gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"), "az": ("adlfs", "azure"),
+                   "abfs": ("adlfs", "azure"), "hf": ("huggingface_hub", "hf"), "memory": ("fsspec", "cloud")}
+
+
+def _fs(url: str):
+    """(fsspec filesystem, path) for ``url``; one clear sentence when the scheme's package is missing."""
+    try:
+        import fsspec
+
+        return fsspec.core.url_to_fs(url)
+    except ImportError:
+        package, extra = FSSPEC_PACKAGES.get(scheme_of(url), ("fsspec", "cloud"))
+        raise ShardAccessError(f"{scheme_of(url)}:// URLs need {package}; pip install "
+                               f"'crisscross-av[{extra}]'.") from None
+
+
+def _status(err: Exception) -> int | None:
+    """The HTTP status an fsspec backend's error carries (gcsfs ``code``, azure / hf ``status_code``)."""
+    for holder in (err, getattr(err, "response", None)):
+        for attr in ("status_code", "status", "code"):
+            value = getattr(holder, attr, None)
+            if isinstance(value, int) and 100 <= value < 600:
+                return value
+    return None
+
+
+def _fs_error(url: str, err: Exception) -> OSError:
+    """The same classification as HTTP and S3: missing, refused, or (else) transient."""
+    status = _status(err)
+    if isinstance(err, FileNotFoundError) or status == 404:
+        return NotFound(f"{url} does not exist; check the path.")
+    if isinstance(err, PermissionError) or status in (401, 403):
+        return ShardAccessError(f"{url}: access denied ({err}); check the credentials that "
+                                f"{FSSPEC_PACKAGES.get(scheme_of(url), ('fsspec',))[0]} uses for {scheme_of(url)}://.")
+    if status is not None and 400 <= status < 500 and status not in (408, 429):
+        return ShardAccessError(f"{url}: the store refused the request (HTTP {status}: {err}).")
+    if isinstance(err, ValueError):
+        return ShardAccessError(f"{url} is not a valid {scheme_of(url)}:// URL ({err}).")
+    return TransientError(f"{url}: {err}")
+
+
+def _fs_call(url: str, operation: Callable):
+    fs, path = _fs(url)
+    try:
+        return operation(fs, path)
+    except Exception as err:  # each backend (gcsfs, adlfs, huggingface_hub, aiohttp) raises its own types
+        raise _fs_error(url, err) from None
+
+
+def _fs_read(url: str, start: int, stop: int | None) -> bytes:
+    return _fs_call(url, lambda fs, path: fs.cat_file(path, start=start, end=stop))
+
+
+def _fs_stream(url: str, start: int, stop: int | None) -> IO[bytes]:
+    def opened(fs, path):
+        f = fs.open(path, "rb")
+        f.seek(start)
+        return f
+    return _fs_call(url, opened)
+
+
+def _fs_size(url: str) -> int | None:
+    def size(fs, path):
+        info = fs.info(path)
+        return None if info.get("type") == "directory" else int(info["size"])
+    try:
+        return _fs_call(url, size)
+    except NotFound:
+        return None
+
+
+def _fs_list(url: str) -> list[str]:
+    entries = _fs_call(url, lambda fs, path: fs.ls(path, detail=True))
+    return sorted(join(url, posixpath.basename(e["name"].rstrip("/"))) for e in entries if e.get("type") == "file")
+
+
 # ---------------------------------------------------------------------------------------- table
 @dataclass(frozen=True)
 class Scheme:
@@ -263,11 +395,13 @@ class Scheme:
     list: Callable[[str], list[str]]
 
 
+FSSPEC = Scheme(_fs_read, _fs_stream, _fs_size, _fs_list)
 SCHEMES: dict[str, Scheme] = {
     "file": Scheme(_file_read, _file_stream, _file_size, _file_list),
     "http": Scheme(_http_read, _http_stream, _http_size, _http_list),
     "https": Scheme(_http_read, _http_stream, _http_size, _http_list),
     "s3": Scheme(_s3_read, _s3_stream, _s3_size, _s3_list),
+    **{name: FSSPEC for name in FSSPEC_PACKAGES},
 }
 
 
@@ -275,7 +409,8 @@ def scheme(url: str) -> Scheme:
     """The :class:`Scheme` handling ``url``; one clear sentence for an unknown scheme."""
     name = scheme_of(url)
     if name not in SCHEMES:
-        raise ShardAccessError(f"{url}: unknown URL scheme '{name}://'; use a path, http(s):// or s3://.")
+        raise ShardAccessError(f"{url}: unknown URL scheme '{name}://'; use a path, http(s)://, s3://, gs://, "
+                               "az:// or hf://.")
     return SCHEMES[name]
 
 
@@ -307,6 +442,76 @@ def open_stream(url: str, start: int = 0, stop: int | None = None, retries: int 
     One request; the body arrives as it is read, so memory stays small whatever the range.
     """
     return with_retries(lambda: scheme(url).stream(url, start, stop), retries, backoff)
+
+
+class ResumingStream:
+    """Bytes ``[start, stop)`` of ``url`` read sequentially, surviving broken connections.
+
+    One request serves the whole range; when it fails mid-body (connection reset, server
+    restart, a response that ends early) the rest is requested again from the byte where it
+    stopped, so nothing is read twice or lost. ``retries`` bounds the failures in a row without
+    a byte of progress (sleeping ``backoff * 2**i`` before each new try); then
+    :class:`TransientError` is raised. ``requests`` counts the requests made. A local file that
+    ends early is truncated, not transient: its short read is returned at once.
+    """
+
+    def __init__(self, url: str, start: int = 0, stop: int | None = None, retries: int = RETRIES,
+                 backoff: float = BACKOFF):
+        self.url, self.pos, self.stop = url, start, stop
+        self.retries, self.backoff = retries, backoff
+        self.requests, self.resumed = 0, 0
+        self._body: IO[bytes] | None = None
+        self._failures = 0
+        self._open()
+
+    def _open(self) -> None:
+        while True:
+            try:
+                self.requests += 1
+                self._body = scheme(self.url).stream(self.url, self.pos, self.stop)
+                return
+            except TransientError:
+                self._failed()
+
+    def _failed(self) -> None:
+        """Count a failure without progress; sleep before the next try, or give up."""
+        self._failures += 1
+        if self._failures > self.retries:
+            raise TransientError(f"{self.url}: {self.retries} retries at byte {self.pos} failed") from None
+        time.sleep(self.backoff * 2 ** (self._failures - 1))
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` bytes (fewer only where the object or the range ends)."""
+        parts: list[bytes] = []
+        left = n if self.stop is None else min(n, self.stop - self.pos)
+        while left > 0:
+            try:
+                data = self._body.read(left)
+                if not data and (self.stop is None or scheme_of(self.url) == "file"):
+                    break                          # the end of the object (or a truncated file)
+                if not data:
+                    raise TransientError("the response ended early")
+            except Exception as err:  # urllib and botocore raise several types for a reset mid-body
+                if isinstance(err, ShardAccessError):
+                    raise
+                self.close()
+                self._failed()
+                self.resumed += 1
+                self._open()
+                continue
+            parts.append(data)
+            self.pos += len(data)
+            left -= len(data)
+            self._failures = 0
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if self._body is not None:
+            try:
+                self._body.close()
+            except Exception:  # closing a broken connection may raise; it is gone either way
+                pass
+            self._body = None
 
 
 def read_exact(stream: IO[bytes], n: int) -> bytes:
@@ -389,7 +594,7 @@ def upload(local: str, url: str, skip_existing: bool = True,
         dest = join(url, os.path.basename(path)) if url.endswith("/") or os.path.isdir(local) else url
         skip = skip_existing and size(dest) == os.path.getsize(path)
         if not skip:
-            upload_file(path, dest)
+            with_retries(lambda: upload_file(path, dest))
         (skipped if skip else uploaded).append(dest)
         if progress:
             progress(dest, skip)

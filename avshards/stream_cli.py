@@ -5,11 +5,7 @@ from __future__ import annotations
 import click
 
 from avshards import remote
-
-
-def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"Error: {message}", err=True)
-    raise SystemExit(code)
+from avshards.cli_errors import Exit, fail
 
 
 @click.command("upload")
@@ -23,9 +19,13 @@ def upload_command(shards: str, dest: str, overwrite: bool, quiet: bool) -> None
     Objects already there with the same size are skipped, so a re-run sends only what is missing.
     Credentials and endpoint come from the usual AWS_* variables (AWS_ENDPOINT_URL for
     S3-compatible stores).
+
+    \b
+    Example:
+      avshards upload shards/k400-train/ s3://bucket/k400-train/
     """
     if not dest.startswith("s3://"):
-        _fail(f"{dest} is not an s3:// URL; give s3://bucket/prefix/.")
+        fail(f"{dest} is not an s3:// URL; give s3://bucket/prefix/.")
 
     def show(url: str, skipped: bool) -> None:
         if not quiet:
@@ -33,25 +33,25 @@ def upload_command(shards: str, dest: str, overwrite: bool, quiet: bool) -> None
 
     try:
         uploaded, skipped = remote.upload(shards, dest, skip_existing=not overwrite, progress=show)
-    except remote.ShardAccessError as err:
-        _fail(str(err))
     except remote.TransientError as err:
-        _fail(f"the upload to {dest} failed after retries ({err}); run the same command again to resume.", 1)
+        fail(f"the upload to {dest} failed after retries ({err}); run the same command again to resume.",
+             Exit.UNREACHABLE)
     click.echo(f"{len(uploaded)} file(s) uploaded, {len(skipped)} already there, to {dest}")
 
 
 @click.command("ls")
 @click.argument("url")
 def ls_command(url: str) -> None:
-    """List the shards at URL (folder, brace pattern, http(s)://, s3://) with their sample counts."""
+    """List the shards at URL (folder, brace pattern, http(s)://, s3://, gs://, az://, hf://) with
+    their sample counts, from the manifest or the .idx files.
+
+    \b
+    Example:
+      avshards ls https://data.example.org/k400/
+    """
     from avshards.reader import list_shards
 
-    try:
-        shards = list_shards(url)
-    except remote.ShardAccessError as err:
-        _fail(str(err))
-    except remote.TransientError as err:
-        _fail(f"cannot reach {url} ({err}); check that the server / endpoint is up.")
+    shards = list_shards(url)
     for shard in shards:
         click.echo(f"{shard.num_samples:8d}  {shard.url}")
     click.echo(f"{len(shards)} shard(s), {sum(s.num_samples for s in shards)} sample(s)")

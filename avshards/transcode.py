@@ -4,6 +4,10 @@ The ffmpeg run decodes the file once and writes two outputs: the frames as a con
 stream on stdout (split later at SOI/EOI markers) and, only when the probe found an audio stream
 (ffmpeg fails the whole command when an output maps an absent stream), raw s16le audio to a
 temporary file. Everything runs with ``-threads 1`` because the build runs one process per core.
+
+The ffmpeg command line is built with ffmpeg-python's graph API and run by :func:`_run` (a hard
+timeout, our own error messages); ffprobe's is written out here, because ``ffmpeg.probe`` runs the
+child without a timeout.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
+import ffmpeg
 import numpy as np
 
 from avshards.format import FPS, SAMPLE_RATE, split_jpeg_stream
@@ -100,7 +105,11 @@ def _run(cmd: list[str], timeout: float, what: str) -> subprocess.CompletedProce
 
 
 def probe(path: str, timeout: float = DEFAULT_TIMEOUT) -> Probe:
-    """ffprobe ``path`` (what ``ffmpeg.probe`` does, plus a timeout)."""
+    """ffprobe ``path``: the command ``ffmpeg.probe`` runs, plus ``-v error`` and a timeout.
+
+    ``ffmpeg.probe`` itself cannot be used: it waits for ffprobe without a time limit, so a hung
+    file (a broken network mount) would hang the build.
+    """
     if not os.path.exists(path):
         raise TranscodeError(f"file not found: {path}")
     cmd = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", path]
@@ -137,20 +146,24 @@ def ffmpeg_command(path: str, audio_out: str | None, *, video: bool = True, star
                    end: float | None = None, short_side: int = DEFAULT_SHORT_SIDE,
                    quality: int = DEFAULT_QUALITY) -> list[str]:
     """The single ffmpeg command: JPEG frames to stdout, s16le audio to ``audio_out`` (if given)."""
-    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-threads", "1", "-filter_threads", "1"]
+    seek = {}
     # Input-side -ss is frame-exact when transcoding and avoids decoding what is skipped.
     if start:
-        cmd += ["-ss", f"{start:.6f}"]
+        seek["ss"] = f"{start:.6f}"
     if end is not None:
-        cmd += ["-t", f"{end - (start or 0.0):.6f}"]
-    cmd += ["-i", path]
+        seek["t"] = f"{end - (start or 0.0):.6f}"
+    source = ffmpeg.input(path, threads=1, **seek)   # -threads before -i: one decoder thread
+    outputs = []
     if video:
-        cmd += ["-map", "0:v:0", "-vf", scale_filter(short_side), "-c:v", "mjpeg", "-q:v", str(quality),
-                "-threads", "1", "-f", "mjpeg", "pipe:1"]
+        outputs.append(source["v:0"].output("pipe:1", vf=scale_filter(short_side), format="mjpeg", threads=1,
+                                            **{"c:v": "mjpeg", "q:v": quality}))
     if audio_out:
-        cmd += ["-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le",
-                "-f", "s16le", "-y", audio_out]
-    return cmd
+        outputs.append(source["a:0"].output(audio_out, ac=1, ar=SAMPLE_RATE, format="s16le",
+                                            **{"c:a": "pcm_s16le"}))
+    # Global options; ffmpeg-python writes them after the outputs, where ffmpeg reads them the same.
+    return (ffmpeg.merge_outputs(*outputs)
+            .global_args("-nostdin", "-hide_banner", "-v", "error", "-filter_threads", "1")
+            .compile(overwrite_output=True))
 
 
 def audio_level(pcm: np.ndarray) -> tuple[float, float]:

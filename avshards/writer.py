@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import webdataset as wds
-
 from avshards.format import FPS, SAMPLE_RATE, encode_sample
 from avshards.index import index_path, write_index
 from avshards.sources import SourceItem
@@ -163,6 +161,8 @@ def build_shard(spec: ShardSpec, progress: Progress | None = None) -> ShardResul
     A video that fails becomes a ``{source, reason}`` failure and the shard goes on. ``progress``
     (e.g. a manager queue) receives 1 per finished video. Temporary files are removed on any error.
     """
+    import webdataset as wds   # here, not at the top: it imports torch, which `avshards --help` must not wait for
+
     name = os.path.basename(spec.path)
     result = ShardResult(name)
     tmp_tar, tmp_idx = spec.path + TMP_SUFFIX, index_path(spec.path) + TMP_SUFFIX

@@ -5,7 +5,8 @@ with ``weights_only=True`` (no pickled code runs when a checkpoint from elsewher
 
 ``model`` (state dict, no DDP prefix), ``optimizer``, ``scaler`` (or None), ``step`` (optimiser
 steps done), ``epoch``, ``loader`` (``TrainLoader.state_dict()``), ``rng`` (torch, numpy, python,
-cuda), ``config`` (``TrainConfig.to_dict()``), ``version``.
+cuda), ``config`` (``TrainConfig.to_dict()``), ``version``. The network is rebuilt from the config's
+model choices (:func:`model_choices`), so every ablation's checkpoint loads into its own architecture.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from crisscross.paper import MODEL
+
 CHECKPOINT_NAME = "checkpoint.pt"
 VERSION = 1
+# The config keys that decide the network, with the values of checkpoints older than the options.
+MODEL_CHOICES = {"model": "paper", "projector_layers": MODEL.proj_layers, "predictor": "separate"}
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -58,6 +63,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+def model_choices(config: dict[str, Any]) -> dict[str, Any]:
+    """The network a checkpoint's (or export's) ``config`` records: ``model``, ``projector_layers``,
+    ``predictor`` (:func:`crisscross.models.build_crisscross`'s arguments); the paper's model where
+    a key is missing (checkpoints written before the options existed)."""
+    return {k: config.get(k, default) for k, default in MODEL_CHOICES.items()}
+
+
+def describe_choices(choices: dict[str, Any]) -> str:
+    """``--model tiny --projector-layers 3 --predictor separate``: the options that give this network."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in choices.items())
+
+
 def resolve_resume(resume: str | None, out: str | os.PathLike) -> Path | None:
     """The checkpoint to resume from: None, a path, or "auto" (the run folder's latest, if any)."""
     if not resume:
@@ -93,40 +110,3 @@ def set_rng_state(s: dict[str, Any]) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     p = s["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
-
-
-# --- Models for downstream use ------------------------------------------------------------------
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """A :class:`crisscross.models.CrissCross` with the weights of a checkpoint file, a run folder,
-    or a folder written by ``crisscross export`` (then only the backbones carry trained weights;
-    the projectors and predictors keep their initialisation). Returned in eval mode."""
-    from crisscross.models import build_crisscross
-    from crisscross.paper import MODEL
-
-    path = Path(path)
-    if path.is_dir() and not (path / CHECKPOINT_NAME).exists():
-        from crisscross.export import load_backbones, read_info
-
-        info = read_info(path)
-        model = build_crisscross(projector_layers=info.get("projector_layers", MODEL.proj_layers))
-        video, audio = load_backbones(path)
-        model.video_backbone.load_state_dict(video.state_dict())
-        model.audio_backbone.load_state_dict(audio.state_dict())
-        return model.eval()
-    state = load_checkpoint(path, map_location)
-    layers = state.get("config", {}).get("projector_layers", MODEL.proj_layers)
-    model = build_crisscross(projector_layers=layers)
-    model.load_state_dict(state["model"])
-    return model.to(map_location).eval()
-
-
-def load_model_or_random(checkpoint: str | os.PathLike | None, seed: int = 0):
-    """:func:`load_model`, or for None / "random" a seeded random initialisation (the same network
-    every time: the baseline that evaluation and visualisation set beside a checkpoint)."""
-    if checkpoint is not None and str(checkpoint) != "random":
-        return load_model(checkpoint)
-    from crisscross.models import build_crisscross
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_crisscross().eval()

@@ -22,7 +22,7 @@ from crisscross.viz.cli import viz_group  # noqa: E402
 main.add_command(viz_group)
 from crisscross.demo import demo_command  # noqa: E402
 main.add_command(demo_command)
-from crisscross.train import train_command  # noqa: E402
+from crisscross.train_cli import train_command  # noqa: E402
 main.add_command(train_command)
 from crisscross.export import export_command  # noqa: E402
 main.add_command(export_command)

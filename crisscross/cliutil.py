@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 
 def default_device() -> str:
-    """cuda when available, else cpu; a click default, so torch is imported only when a command runs
-    (keeps `crisscross --help` fast)."""
-    import torch
-
+    """cuda when available, else cpu (a click default: asked when a command runs, not at import)."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -10,18 +10,23 @@ audio backbone, ResNet-18 on log-mels    11,170,240
 projector, 3 layers (2 layers)            9,455,616 (5,255,168)
 predictor                                 2,100,736
 CrissCross, both modalities              49,662,080
+  with one shared predictor (Table 3)    47,561,344
+  with 2-layer projectors (Table 3)      41,261,184
 =====================================  ============
 
 Both backbones are one generic :class:`ResNet` (stem + residual block maker + layer counts +
 widths), like torchvision's video ResNet; smaller ``layers`` / ``widths`` give smaller networks of
-the same design (the tests use them). The ``pool`` attribute picks the global pooling of the conv5
-map: ``"avg"`` for pretraining, ``"max"`` for evaluation, ``"none"`` to return the map itself.
+the same design. :data:`SIZES` names two: ``"paper"`` (the table above) and ``"tiny"`` (ours, not
+the paper's: one block per stage, a quarter of the widths, 1,151,840 parameters) for CPUs (the
+``tiny-cpu`` preset and the demo use it). The ``pool`` attribute picks the global pooling of the
+conv5 map: ``"avg"`` for pretraining, ``"max"`` for evaluation, ``"none"`` to return the map itself.
 Nothing here computes a loss (see :mod:`crisscross.losses`); state dicts are plain PyTorch ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -209,22 +214,23 @@ class CrissCross(nn.Module):
     one view at a time, as in the paper's pseudocode. A view given as ``None`` is skipped
     (uni-modal ablations of Table 1 need no audio, or no video).
 
-    ``common_predictor=True`` is Table 3's "comm. pred." variant: a single predictor for both
+    ``shared_predictor=True`` is Table 3's "comm. pred." variant: a single predictor for both
     modalities, fed l2-normalised projections ("l2-normalized feature vectors f_v(v) and f_a(a)
-    are fed to the predictor"). It is then both ``video_predictor`` and ``audio_predictor``.
+    are fed to the predictor", Sec. 4.4). It is then both ``video_predictor`` and
+    ``audio_predictor`` (one set of weights; the state dict names it under both).
     """
 
     def __init__(self, video: nn.Module, audio: nn.Module, projector_layers: int = MODEL.proj_layers,
                  proj_hidden: int = MODEL.proj_hidden, proj_dim: int = MODEL.proj_dim,
-                 pred_hidden: int = MODEL.pred_hidden, common_predictor: bool = False) -> None:
+                 pred_hidden: int = MODEL.pred_hidden, shared_predictor: bool = False) -> None:
         super().__init__()
         self.video_backbone = video
         self.audio_backbone = audio
         self.video_projector = Projector(video.feature_dim, proj_hidden, proj_dim, projector_layers)
         self.audio_projector = Projector(audio.feature_dim, proj_hidden, proj_dim, projector_layers)
         self.video_predictor = Predictor(proj_dim, pred_hidden)
-        self.audio_predictor = self.video_predictor if common_predictor else Predictor(proj_dim, pred_hidden)
-        self.common_predictor = common_predictor
+        self.audio_predictor = self.video_predictor if shared_predictor else Predictor(proj_dim, pred_hidden)
+        self.shared_predictor = shared_predictor
 
     def _branch(self, modality: str) -> tuple[nn.Module, nn.Module, nn.Module]:
         return (getattr(self, f"{modality}_backbone"), getattr(self, f"{modality}_projector"),
@@ -239,14 +245,60 @@ class CrissCross(nn.Module):
             backbone, projector, predictor = self._branch("video" if name[0] == "v" else "audio")
             z = projector(backbone(x))
             out["z" + name] = z
-            out["p" + name] = predictor(F.normalize(z, dim=1) if self.common_predictor else z)
+            out["p" + name] = predictor(F.normalize(z, dim=1) if self.shared_predictor else z)
         return out
 
 
-def build_crisscross(projector_layers: int = MODEL.proj_layers, common_predictor: bool = False) -> CrissCross:
-    """CrissCross with the paper's defaults: R(2+1)D-18 video, ResNet-18 audio, average pooling."""
-    return CrissCross(VideoBackbone(), AudioBackbone(), projector_layers=projector_layers,
-                      common_predictor=common_predictor)
+@dataclass(frozen=True)
+class ModelSize:
+    """The widths of one CrissCross size: blocks per stage and channels of both backbones, head sizes."""
+
+    layers: tuple[int, ...]
+    widths: tuple[int, ...]
+    proj_hidden: int
+    proj_dim: int
+    pred_hidden: int
+    description: str
+
+
+SIZES = {
+    "paper": ModelSize(RESNET18_LAYERS, WIDTHS, MODEL.proj_hidden, MODEL.proj_dim, MODEL.pred_hidden,
+                       "the paper's: R(2+1)D-18 video, ResNet-18 audio (Tables S5-S8)"),
+    # Ours, for CPUs: one block per stage, a quarter of the channels, heads of 256 (bottleneck 64).
+    "tiny": ModelSize((1, 1, 1, 1), (16, 32, 64, 128), 256, 256, 64,
+                      "ours, not the paper's: the same design with one block per stage and a quarter of the widths"),
+}
+PREDICTORS = ("separate", "shared")     # Table 3: one predictor per modality (default), or one for both
+
+
+def check_model(model: str, projector_layers: int, predictor: str) -> None:
+    """Raise ValueError with one clear sentence for a model choice :func:`build_crisscross` cannot build."""
+    if model not in SIZES:
+        raise ValueError(f"unknown --model {model!r}; use one of {', '.join(SIZES)}")
+    if predictor not in PREDICTORS:
+        raise ValueError(f"unknown --predictor {predictor!r}; use one of {', '.join(PREDICTORS)}")
+    if projector_layers < 1:
+        raise ValueError(f"a projector needs at least one layer, not --projector-layers {projector_layers}")
+
+
+def build_backbones(model: str = "paper", pool: str = "avg") -> tuple[VideoBackbone, AudioBackbone]:
+    """The (video, audio) backbones of the model size ``model`` (a key of :data:`SIZES`)."""
+    check_model(model, MODEL.proj_layers, PREDICTORS[0])
+    s = SIZES[model]
+    return VideoBackbone(pool, s.layers, s.widths), AudioBackbone(pool, s.layers, s.widths)
+
+
+def build_crisscross(model: str = "paper", projector_layers: int = MODEL.proj_layers,
+                     predictor: str = "separate") -> CrissCross:
+    """CrissCross of the size ``model`` ("paper": R(2+1)D-18 video, ResNet-18 audio; "tiny": ours),
+    average pooling, ``projector_layers`` per projector and a ``"separate"`` or ``"shared"``
+    predictor (the Table 3 variants). The arguments are those a checkpoint's config records
+    (:func:`crisscross.checkpoint.model_choices`)."""
+    check_model(model, projector_layers, predictor)
+    s = SIZES[model]
+    video, audio = build_backbones(model)
+    return CrissCross(video, audio, projector_layers=projector_layers, proj_hidden=s.proj_hidden,
+                      proj_dim=s.proj_dim, pred_hidden=s.pred_hidden, shared_predictor=predictor == "shared")
 
 
 def count_parameters(module: nn.Module) -> int:

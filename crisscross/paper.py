@@ -8,7 +8,8 @@ the trainer's presets read :data:`PRETRAIN`, evaluation reads :data:`FINETUNE` a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 # --- Inputs (Sec. 4 "Experiment setup", official code) ------------------------------------------
 FPS = 16                       # frames per second of the visual stream
@@ -23,9 +24,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class VideoAugSettings:
-    """Visual augmentation parameters (Table S1; ranges the paper leaves vague from official code)."""
+    """Visual augmentation parameters (Table S1; ranges the paper leaves vague from official code).
+    :meth:`only` turns off the augmentations outside a Table 5 subset."""
 
     crop_size: int = CROP_SIZE
+    multi_scale_crop: bool = True                       # MSC; off: EVAL_RESIZE short side + centre crop
+    eval_resize: int = EVAL_RESIZE                      # short side of the centre-crop (eval-style) view
     crop_scale: tuple[float, float] = (0.08, 1.0)      # Multi-Scale Crop "min area = 0.08"
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)   # official code (torchvision default)
     flip_p: float = 0.5                                 # Horizontal Flip p = 0.5
@@ -42,6 +46,15 @@ class VideoAugSettings:
     cutout_max_size: int = 20                           # Cutout max size = 20 px
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # Sec. 4.5 "Temporal Consistency": one draw per view (temporally consistent, 68.09% on UCF101)
+    # or one per frame (temporally random, 53.69%).
+    per_frame: bool = False
+
+    def only(self, codes: "Sequence[str]", per_frame: bool | None = None) -> "VideoAugSettings":
+        """These settings with the augmentations whose Table 5 code (:data:`VIDEO_AUG_CODES`) is
+        not in ``codes`` turned off (and ``per_frame`` set when given)."""
+        off = {k: v for code, values in VIDEO_AUG_OFF.items() if code not in codes for k, v in values.items()}
+        return replace(self, **off, **({} if per_frame is None else {"per_frame": per_frame}))
 
 
 @dataclass(frozen=True)
@@ -67,12 +80,34 @@ class AudioAugSettings:
     time_warp: bool = False                             # off in pretraining (Table S4)
     time_warp_window: int = 20                          # Timewarp wrap window = 20
 
+    def only(self, codes: "Sequence[str]") -> "AudioAugSettings":
+        """These settings with exactly the augmentations of a Table 5 subset (:data:`AUDIO_AUG_CODES`):
+        the others off, and the time warp on when ``TW`` is in ``codes``."""
+        off = {k: v for code, values in AUDIO_AUG_OFF.items() if code not in codes for k, v in values.items()}
+        return replace(self, **off, **({"time_warp": True} if "TW" in codes else {}))
 
-VIDEO_AUG = VideoAugSettings()
-AUDIO_AUG = AudioAugSettings()
+
+# --- Augmentation subsets (Table 5; the pretraining and evaluation rows of Tables S3 / S4) -------
+VIDEO_AUG_CODES = ("MSC", "HF", "CJ", "GS", "GB", "C")  # multi-scale crop, horizontal flip, colour
+#                                                         jitter, gray scale, gaussian blur, cutout
+AUDIO_AUG_CODES = ("VJ", "M", "RC", "TW")               # volume jitter, time + frequency masks,
+#                                                         random (resized) crop, time warp
+PRETRAIN_VIDEO_AUGS = ("MSC", "HF", "CJ", "GS", "GB", "C")   # Table 5's best (74.8 / 79.0); Table S3
+PRETRAIN_AUDIO_AUGS = ("VJ", "M", "RC")                      # Table 5's best; Table S4: no TW
+EVAL_TRAIN_VIDEO_AUGS = ("MSC", "HF", "CJ", "GS", "C")       # Table S3 / E.1: no blur in evaluation
+EVAL_TRAIN_AUDIO_AUGS = ("VJ", "M", "RC", "TW")              # Table S4: TW helps linear evaluation
+# What "off" means for each code (the settings' own values are "on"; without MSC a view is the
+# evaluation transform's resize + centre crop, the crop the paper's non-MSC rows imply).
+VIDEO_AUG_OFF = {"MSC": {"multi_scale_crop": False}, "HF": {"flip_p": 0.0}, "CJ": {"jitter_p": 0.0},
+                 "GS": {"grayscale_p": 0.0}, "GB": {"blur_p": 0.0}, "C": {"cutout_p": 0.0}}
+AUDIO_AUG_OFF = {"VJ": {"volume": (1.0, 1.0)}, "M": {"freq_masks": 0, "time_masks": 0},
+                 "RC": {"crop_p": 0.0}, "TW": {"time_warp": False}}
+
+VIDEO_AUG = VideoAugSettings().only(PRETRAIN_VIDEO_AUGS)
+AUDIO_AUG = AudioAugSettings().only(PRETRAIN_AUDIO_AUGS)
 # Linear evaluation / fine-tuning (Table S3): no Gaussian blur; audio adds time warp (Table S4).
-VIDEO_AUG_EVAL_TRAIN = VideoAugSettings(blur_p=0.0)
-AUDIO_AUG_EVAL_TRAIN = AudioAugSettings(time_warp=True)
+VIDEO_AUG_EVAL_TRAIN = VideoAugSettings().only(EVAL_TRAIN_VIDEO_AUGS)
+AUDIO_AUG_EVAL_TRAIN = AudioAugSettings().only(EVAL_TRAIN_AUDIO_AUGS)
 
 
 # --- Model (Tables S5-S8, official code) ---------------------------------------------------------
@@ -86,7 +121,10 @@ class ModelSettings:
     num_params: dict = field(default_factory=lambda: {  # measured from the published definitions
         "video_backbone": 15_379_136, "audio_backbone": 11_170_240,
         "projector": 9_455_616, "projector_2layer": 5_255_168, "predictor": 2_100_736,
-        "total": 49_662_080})
+        "total": 49_662_080,
+        # Table 3's variants: one predictor for both modalities; 2-layer projectors; both.
+        "total_shared_predictor": 47_561_344, "total_2layer_projector": 41_261_184,
+        "total_2layer_projector_shared_predictor": 39_160_448})
 
 
 MODEL = ModelSettings()
@@ -103,7 +141,7 @@ class PretrainSettings:
     larc: bool                      # "Adam*" = Adam wrapped in LARC
     lr_start: float                 # backbone + projector base LR, after warm-up
     lr_end: float                   # cosine end
-    lr_predictor: float             # constant (10x base, Sec. 5 "Predictor")
+    lr_predictor: float             # constant (10x base, Sec. 4.4 "Predictor")
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_epochs: float = 2.0      # official code: linear warm-up from 0 over 2 epochs
@@ -115,7 +153,10 @@ PRETRAIN = {
     "kinetics400": PretrainSettings(2048, 1_000_000, 100, True, 2e-4, 1e-4, 2e-3),
     "audioset": PretrainSettings(2048, 3_500_000, 100, True, 1e-4, 0.0, 1e-3),
 }
-# Ablations (Appendix G.1): uni-modal variants use their own learning rates.
+# Sec. 4.4 "Predictor": a constant predictor LR of 10x the base LR works best (Table 3's "lr_p = lr_b"
+# row sets it equal to the base LR instead).
+PREDICTOR_LR_FACTOR = 10
+# Ablations (Appendix G.1): the uni-modal rows of Table 1 use their own learning rates.
 ABLATION_LR = {"v1v2": (1e-4, 1e-3), "a1a2": (1e-5, 1e-4)}   # (base, predictor)
 
 
@@ -205,12 +246,6 @@ SCALING_DATASETS = ("HMDB51", "UCF101", "Kinetics400", "ESC50")   # Fig. 5 right
 
 
 # --- Kinetics-Sound (Appendix C.1; the 32 classes as the authors listed them) --------------------
-KINETICS_SOUND_CLASSES = (
-    "blowing_nose", "blowing_out_candles", "bowling", "chopping_wood", "dribbling_basketball",
-    "laughing", "mowing_lawn", "playing_accordion", "playing_bagpipes", "playing_bass_guitar",
-    "playing_clarinet", "playing_drums", "playing_guitar", "playing_harmonica", "playing_keyboard",
-    "playing_organ", "playing_piano", "playing_saxophone", "playing_trombone", "playing_trumpet",
-    "playing_violin", "playing_xylophone", "ripping_paper", "shoveling_snow", "shuffling_cards",
-    "singing", "stomping_grapes", "strumming_guitar", "tap_dancing", "tapping_guitar", "tapping_pen",
-    "tickling",
-)
+# Defined in avshards (`avshards build --dataset kinetics-sound` needs it; avshards knows nothing of
+# crisscross) and named here too, beside the paper's other numbers.
+from avshards.datasets import KINETICS_SOUND_CLASSES  # noqa: E402,F401

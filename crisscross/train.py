@@ -1,8 +1,10 @@
 """The pretraining loop: Adam in four groups (optionally LARC), warm-up + cosine per iteration,
 AMP on GPU, DDP through torchrun, gradient accumulation, exact resume, logs and a NaN guard.
 
-``train(config)`` is the one entry point (``crisscross train`` calls it). Everything below it
-takes plain values: the model, loss, optimiser helpers and loader never see the config object.
+``train(config)`` is the one entry point (``crisscross train``, in :mod:`crisscross.train_cli`,
+calls it) and the config's last stop: everything below it takes plain values (the model, loss,
+optimiser, loader and probes never see the config object). Ranks, device, AMP and synchronised
+batch norm come from :mod:`crisscross.runtime`; the probes from :mod:`crisscross.training_probe`.
 
 Under torchrun (``WORLD_SIZE`` > 1) every rank runs this same loop on its share of the data;
 ``config.batch_size`` is the global batch of one optimiser step, so each rank's micro-batch is
@@ -13,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +22,17 @@ from pathlib import Path
 import click
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
 
-from crisscross.checkpoint import (CHECKPOINT_NAME, load_checkpoint, resolve_resume, rng_state,
-                                   save_checkpoint, set_rng_state)
-from crisscross.config import AMP_CHOICES, PRESETS, PROBE_MODALITIES, TrainConfig, describe_presets, preset_config
-from crisscross.data.views import MODES
-from crisscross.monitor import RunLog, TrainingDiverged, check_finite, collapse_std
-from crisscross.probe import probe_accuracy, probe_due, probe_name, resolve_modality
+from crisscross.checkpoint import (CHECKPOINT_NAME, describe_choices, load_checkpoint, model_choices,
+                                   resolve_resume, rng_state, save_checkpoint, set_rng_state)
+from crisscross.config import TrainConfig
+from crisscross.losses import pair_losses, resolve_terms
+from crisscross.models import build_crisscross
+from crisscross.monitor import RunLog, check_finite, collapse_std
+from crisscross.optim import apply_lr, build_optimizer
+from crisscross.runtime import amp_dtype, convert_sync_bn, pick_device, setup_distributed, wrap_ddp
+from crisscross.training_probe import probe_due, resolve_modality, run_probes
 
 VIEWS = ("v1", "v2", "a1", "a2")
 
@@ -52,101 +57,19 @@ class TrainResult:
                 f"clips without audio{where}")
 
 
-# --- distributed / device / precision -----------------------------------------------------------
-def setup_distributed(device: str) -> tuple[int, int, int]:
-    """(rank, world_size, local_rank); joins the process group that torchrun describes in the
-    environment (nccl on GPU, gloo on CPU) when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        use_cuda = device != "cpu" and torch.cuda.is_available()
-        if use_cuda:
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size(), local
-
-
-def pick_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this rank's GPU when there is one, else the CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = f"cuda:{local_rank}"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is visible; use --device cpu")
-    return torch.device(device)
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision (always on CPU: AMP is a GPU feature here)."""
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
-class CpuSyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
-    """Batch norm over the global batch of all ranks, for CPU processes (gloo): torch's
-    SyncBatchNorm has CUDA kernels only (and DDP refuses it on CPU). The per-channel sum, sum of
-    squares and count are all-reduced with autograd, so outputs, gradients and running statistics
-    equal batch norm on the concatenated batch. Same parameters and buffers as BatchNorm."""
-
-    def _check_input_dim(self, x: torch.Tensor) -> None:
-        if x.dim() < 2:
-            raise ValueError(f"expected an input of 2 or more dimensions, got {x.dim()}")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
-        c, dims = x.size(1), [0, *range(2, x.dim())]
-        count = torch.full((1,), x.numel() // c, dtype=x.dtype)
-        stats = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = stats[c:2 * c] / n - mean * mean          # biased, as batch norm normalises with
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean, m)
-                self.running_var.lerp_(var * n / (n - 1), m)   # unbiased, as batch norm keeps
-        shape = [1, c] + [1] * (x.dim() - 2)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
-
-
-def convert_sync_bn(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Every BatchNorm of ``module`` synchronised across ranks: torch's SyncBatchNorm on GPUs,
-    :class:`CpuSyncBatchNorm` on CPU (state dicts unchanged, so checkpoints interchange)."""
-    if device.type == "cuda":
-        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-        synced = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                  module.track_running_stats)
-        synced.load_state_dict(module.state_dict())
-        return synced
-    for name, child in module.named_children():
-        module.add_module(name, convert_sync_bn(child, device))
-    return module
-
-
 # --- one step -----------------------------------------------------------------------------------
 def views_needed(terms: tuple[str, ...]) -> set[str]:
     """The views some enabled pair term compares; the others are not computed (uni-modal ablations)."""
-    from crisscross.losses import resolve_terms
-
     return {pair[i:i + 2] for pair in resolve_terms(terms) for i in (0, 2)}
+
+
+def one_modality(terms: tuple[str, ...]) -> bool:
+    """Whether the enabled terms compare views of one modality only (the other gets no gradient)."""
+    return len({v[0] for v in views_needed(terms)}) < 2
 
 
 def loss_terms(out: dict[str, torch.Tensor], terms: tuple[str, ...]) -> tuple[torch.Tensor, dict]:
     """The training loss (mean of the enabled pair terms) and each pair term."""
-    from crisscross.losses import pair_losses
-
     pairs = pair_losses(out, terms)
     return torch.stack(list(pairs.values())).mean(), pairs
 
@@ -182,14 +105,17 @@ def train_step(model, optimizer, scaler, micro_batches: list[dict], terms: tuple
 
 
 # --- the loop -----------------------------------------------------------------------------------
-def make_loader(config: TrainConfig, micro_batch: int, device: torch.device, rank: int, world: int):
-    """The training loader of this rank, from the config's data options."""
-    from crisscross.data.loader import make_train_loader
+def make_loader(shards: str, micro_batch: int, *, workers: int, mode: str, backend: str, seed: int,
+                epoch_size: int | None, device: torch.device, rank: int, world: int,
+                video_aug: tuple[str, ...] | None = None, audio_aug: tuple[str, ...] | None = None,
+                temporal_consistency: str | None = None):
+    """The training loader of this rank (``micro_batch`` clips per batch)."""
+    from crisscross.data.loader import make_train_loader   # here: keeps torchvision off `crisscross --help`
 
-    return make_train_loader(config.shards, batch_size=micro_batch, num_workers=config.workers,
-                             mode=config.mode, backend=config.backend, device=str(device),
-                             seed=config.seed, epoch_size=config.epoch_size,
-                             rank=rank if world > 1 else None, world_size=world if world > 1 else None)
+    return make_train_loader(shards, batch_size=micro_batch, num_workers=workers, mode=mode, backend=backend,
+                             device=str(device), seed=seed, epoch_size=epoch_size,
+                             rank=rank if world > 1 else None, world_size=world if world > 1 else None,
+                             video_augs=video_aug, audio_augs=audio_aug, temporal_consistency=temporal_consistency)
 
 
 def epochs_of(loader, start_epoch: int, counts: dict[str, int]):
@@ -210,10 +136,15 @@ def skipped_no_audio(loader) -> int:
     return int(loader.stats.get("skipped_no_audio", 0))
 
 
-def restore(path: Path, model, optimizer, scaler, loader, rank: int,
-            device: torch.device) -> tuple[int, int, int, dict]:
-    """Load everything a checkpoint holds into the run's objects; (step, epoch, skipped clips, its config)."""
+def restore(path: Path, model, optimizer, scaler, loader, rank: int, device: torch.device,
+            choices: dict) -> tuple[int, int, int, dict]:
+    """Load everything a checkpoint holds into the run's objects; (step, epoch, skipped clips, its config).
+    ``choices``: the run's :func:`crisscross.checkpoint.model_choices`, which the checkpoint's must equal."""
     state = load_checkpoint(path, map_location=device)
+    saved = model_choices(state.get("config", {}))
+    if saved != choices:
+        raise ValueError(f"{path} holds a different network ({describe_choices(saved)}) than this run's "
+                         f"({describe_choices(choices)}); resume with the checkpoint's options or use another --out")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and state.get("scaler"):
@@ -252,34 +183,13 @@ def resume_loader(loader, saved: list[dict], rank: int) -> None:
                    "(docs/multinode.md)", err=True)
 
 
-def probe_now(model: torch.nn.Module, probes: dict[str, str], config: TrainConfig, device: torch.device,
-              rank: int, world: int, epoch: int, step: int) -> dict[str, float]:
-    """Rank 0 runs the linear probe of every ``probes`` url (-> modality) on ``model``'s current
-    backbones and prints each accuracy; the other ranks wait at a barrier. {"probe/NAME": top-1}."""
-    from tqdm import tqdm
-
-    from crisscross.eval.errors import EvalError
-
-    out = {}
-    for url, modality in probes.items() if rank == 0 else ():
-        name = probe_name(url)
-        try:
-            out[name] = probe_accuracy(model, url, modality, config.probe_train_clips, config.probe_test_clips,
-                                       device, config.seed)
-        except EvalError as e:   # a probe set the protocol cannot use must not end the training
-            click.echo(f"{name} skipped at step {step}: {e}", err=True)
-            continue
-        tqdm.write(f"{name} ({modality}): top-1 {out[name]:.1%} after epoch {epoch + 1} (step {step})")
-    if world > 1:
-        dist.barrier()
-    return out
-
-
-def wrap_ddp(model: torch.nn.Module, device: torch.device, terms: tuple[str, ...]) -> torch.nn.Module:
-    """DistributedDataParallel; uni-modal term sets leave the other modality without gradients."""
-    unused = len({v[0] for v in views_needed(terms)}) < 2
-    return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused)
+def build_model(config: TrainConfig, world: int, device: torch.device) -> torch.nn.Module:
+    """The network ``config`` names (``model``, ``projector_layers``, ``predictor``) on ``device``, the
+    same initial weights on every rank; under DDP (``world`` > 1) its batch norms synchronised across
+    ranks unless ``sync_bn`` is off (on by default, as the official code)."""
+    torch.manual_seed(config.seed)
+    model = build_crisscross(config.model, config.projector_layers, config.predictor).to(device)
+    return convert_sync_bn(model, device) if config.sync_bn and world > 1 else model
 
 
 def train(config: TrainConfig, resume: str | None = None, stop_after: int | None = None,
@@ -300,9 +210,6 @@ def train(config: TrainConfig, resume: str | None = None, stop_after: int | None
 
 
 def _train(config: TrainConfig, resume: str | None, stop_after: int | None, progress: bool) -> TrainResult:
-    from crisscross.models import build_crisscross
-    from crisscross.optim import apply_lr, build_optimizer
-
     rank, world, local = setup_distributed(config.device)
     device = pick_device(config.device, local)
     dtype = amp_dtype(config.amp, device)
@@ -311,15 +218,15 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
                          f"({world} x {config.accumulate})")
     micro = config.batch_size // (world * config.accumulate)
 
-    torch.manual_seed(config.seed)  # same initial weights on every rank
-    model = build_crisscross(projector_layers=config.projector_layers).to(device)
-    if config.sync_bn and world > 1:
-        model = convert_sync_bn(model, device)
+    model = build_model(config, world, device)
     optimizer = build_optimizer(model, base_lr=config.lr, predictor_lr=config.lr_predictor,
                                 weight_decay=config.weight_decay, betas=tuple(config.betas),
                                 larc=config.larc, trust_coefficient=config.larc_trust)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    loader = make_loader(config, micro, device, rank, world)
+    loader = make_loader(config.shards, micro, workers=config.workers, mode=config.mode, backend=config.backend,
+                         seed=config.seed, epoch_size=config.epoch_size, device=device, rank=rank, world=world,
+                         video_aug=config.video_aug, audio_aug=config.audio_aug,
+                         temporal_consistency=config.temporal_consistency)
     probes = {u: resolve_modality(u, config.probe_modality) for u in config.probe} if rank == 0 else {}
     steps_per_epoch = max(1, len(loader) // config.accumulate)
     total = config.steps or config.epochs * steps_per_epoch
@@ -328,12 +235,13 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
     step, epoch, counts = 0, 0, {"skipped_no_audio": 0}  # counts: of finished epochs
     path = resolve_resume(resume, config.out)
     if path is not None:
-        step, epoch, counts["skipped_no_audio"], saved = restore(path, model, optimizer, scaler, loader, rank, device)
+        step, epoch, counts["skipped_no_audio"], saved = restore(path, model, optimizer, scaler, loader, rank, device,
+                                                                 model_choices(config.to_dict()))
         changed = changed_settings(saved, config)
         if changed and rank == 0:
             click.echo(f"resuming {path} with different {', '.join(changed)}: the run continues, but not "
                        "as the checkpoint's run would have (same options give an exact resume)", err=True)
-    net = wrap_ddp(model, device, config.terms) if world > 1 else model
+    net = wrap_ddp(model, device, one_modality(config.terms)) if world > 1 else model
 
     def checkpoint() -> Path | None:
         """Collective under DDP (every rank's loader position is kept); rank 0 writes."""
@@ -378,7 +286,9 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
             probed = bool(config.probe) and probe_due(step, steps_per_epoch, config.probe_every, total)
             if probed:   # before the checkpoint: a resume from it never misses this epoch's probe
                 probe_start = time.perf_counter()
-                row.update(probe_now(model, probes, config, device, rank, world, epoch, step))
+                row.update(run_probes(model, probes, train_clips=config.probe_train_clips,
+                                      test_clips=config.probe_test_clips, device=str(device), seed=config.seed,
+                                      rank=rank, world=world, epoch=epoch, step=step))
                 probe_seconds += time.perf_counter() - probe_start
             result.history.append({"step": step, **row})
             if log is not None and (step % config.log_every == 0 or step == end or probed):
@@ -401,90 +311,4 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
 
 
 def _progress(enabled: bool, total: int, initial: int):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
-
-
-# --- command line -------------------------------------------------------------------------------
-TRAIN_HELP = f"""Pretrain CrissCross on the clips of SHARDS (avshards shards: a local folder, a brace
-pattern, or an http(s):// / s3:// URL).
-
-\b
-Examples:
-  crisscross train shards/ --preset tiny-cpu --out runs/tiny            # minutes on a laptop CPU
-  crisscross train shards/ --preset kinetics-sound --out runs/ks --workers 10
-  torchrun --nproc_per_node 8 --no-python crisscross train s3://bucket/ks/ \\
-      --preset kinetics-sound --out runs/ks --sync-bn                   # 8 GPUs, DDP
-  crisscross train shards/ --out runs/ks --resume auto                  # continue exactly
-  crisscross train shards/ --terms sync,intra --out runs/ablation       # a Table 1 row
-
-\b
-Presets (paper Table S10, and ours for CPUs); options override them:
-{describe_presets()}
-
---batch-size is the global batch of one optimiser step (all GPUs, all accumulated micro-batches).
-The run folder gets checkpoint.pt (every --checkpoint-every steps and at the end), log.csv,
-tb/ (TensorBoard) and loss.png. Clips without audio are skipped and counted in the summary."""
-
-
-def _split_terms(ctx, param, value):  # noqa: ANN001 - click callback
-    return tuple(t.strip() for t in value.replace("+", ",").split(",") if t.strip()) if value else None
-
-
-@click.command("train", help=TRAIN_HELP)
-@click.argument("shards")
-@click.option("--preset", type=click.Choice(list(PRESETS)), default="tiny-cpu", show_default=True,
-              help="Starting values (see the table above); every option below overrides one.")
-@click.option("--out", default="runs/crisscross", show_default=True,
-              help="Run folder: checkpoint.pt, log.csv, tb/, loss.png.")
-@click.option("--steps", type=int, help="Total optimiser steps (overrides --epochs).")
-@click.option("--epochs", type=int, help="Epochs of --epoch-size clips each.")
-@click.option("--epoch-size", type=int, help="Clips per epoch; 0 = every clip of SHARDS once.")
-@click.option("--batch-size", type=int, help="Global batch per optimiser step.")
-@click.option("--lr", type=float, help="Backbone + projector LR after warm-up (cosine from there).")
-@click.option("--lr-end", type=float, help="Backbone LR at the end of the cosine.")
-@click.option("--lr-predictor", type=float, help="Constant predictor LR (paper: 10x --lr).")
-@click.option("--weight-decay", type=float, help="Adam weight decay.")
-@click.option("--warmup-epochs", type=float, help="Linear warm-up length in epochs (per-iteration).")
-@click.option("--larc/--no-larc", default=None, help="Wrap Adam in LARC (clip mode), for large batches.")
-@click.option("--accumulate", type=int, help="Micro-batches per optimiser step (gradient accumulation).")
-@click.option("--terms", callback=_split_terms,
-              help="Loss terms, comma-separated groups (intra, sync, async) and/or pairs "
-                   "(v1v2, a1a2, v1a1, v2a2, v1a2, a1v2). Default: intra,sync,async.")
-@click.option("--mode", type=click.Choice(MODES), help="Relaxation of the two views in time (default mild).")
-@click.option("--backend", type=click.Choice(["torch", "dali"]), help="Augmentation backend (default torch).")
-@click.option("--device", help="cpu, cuda, cuda:N or auto (default: the preset's).")
-@click.option("--amp", type=click.Choice(AMP_CHOICES), help="Mixed precision on GPU (auto: bf16 if supported).")
-@click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across ranks under torchrun.")
-@click.option("--workers", type=int, help="DataLoader worker processes per rank.")
-@click.option("--seed", type=int, help="Seed of weights, view sampling and augmentation.")
-@click.option("--checkpoint-every", type=int, help="Steps between checkpoints (plus one at the end).")
-@click.option("--log-every", type=int, help="Steps between log.csv / TensorBoard rows.")
-@click.option("--probe", multiple=True,
-              help="Labelled shards (train/test json splits, e.g. from avshards build --dataset) for a "
-                   "linear-SVM probe of the current backbones at epoch ends, logged as probe/NAME; repeatable.")
-@click.option("--probe-every", type=int, help="Epochs between probes (default 1; one more at the end).")
-@click.option("--probe-modality", type=click.Choice(PROBE_MODALITIES),
-              help="Backbone the probe evaluates (default auto: video if the shards have frames, else audio).")
-@click.option("--probe-train-clips", type=int, help="Clips per training video in the probe (default 2).")
-@click.option("--probe-test-clips", type=int, help="Clips per test video in the probe (default 1).")
-@click.option("--resume", help="Continue from a checkpoint file, a run folder, or 'auto' (the latest in --out).")
-@click.option("--stop-after", type=int, help="Stop with a checkpoint once this many steps are done "
-                                              "(e.g. a job time limit); resume later with --resume auto.")
-@click.option("--deterministic", is_flag=True, help="Use deterministic algorithms only (slower; bit-exact reruns).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_command(shards: str, preset: str, resume: str | None, stop_after: int | None,
-                  deterministic: bool, quiet: bool, epoch_size: int | None, **overrides) -> None:
-    """`crisscross train` (help text in TRAIN_HELP)."""
-    try:
-        config = preset_config(preset, shards=shards, epoch_size=epoch_size or None, **overrides)
-        if epoch_size == 0:
-            config.epoch_size = None
-        result = train(config, resume=resume, stop_after=stop_after, progress=not quiet,
-                       deterministic=deterministic)
-    # User-fixable (bad path or option, unreachable shards, DALI missing, divergence): the message says how.
-    except (TrainingDiverged, ValueError, OSError, ImportError) as e:
-        raise click.ClickException(str(e)) from None
-    if result.checkpoint is not None:  # rank 0 only
-        click.echo(result.summary())

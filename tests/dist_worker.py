@@ -42,7 +42,7 @@ def loader(shards: str, out: str) -> None:
 
 
 def syncbn(out: str) -> None:
-    from crisscross.train import convert_sync_bn
+    from crisscross.runtime import convert_sync_bn
 
     dist.init_process_group("gloo", timeout=TIMEOUT)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -78,7 +78,7 @@ def train(args: list[str]) -> None:
     from crisscross.cli import main
 
     if "train" not in main.commands:   # registered by the trainer's own line in crisscross/cli.py
-        from crisscross.train import train_command
+        from crisscross.train_cli import train_command
         main.add_command(train_command)
     main(["train", *args], standalone_mode=True)
 

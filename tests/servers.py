@@ -1,7 +1,8 @@
 """Real servers on 127.0.0.1 for tests and benchmarks: an S3 server (moto) and a Range-capable HTTP server.
 
 Both start on a free port, run in a thread of this process and can be stopped mid-test (to
-simulate an outage). The S3 server checks credentials (moto's ``INITIAL_NO_AUTH_ACTION_COUNT=0``)
+simulate an outage); the HTTP server can also restart on its port, drop connections half-way
+through responses, or be Python's plain ``http.server`` (which ignores Range). The S3 server checks credentials (moto's ``INITIAL_NO_AUTH_ACTION_COUNT=0``)
 and comes with a real IAM user whose keys :meth:`S3Server.env` returns, so wrong keys fail as on AWS.
 
     with S3Server() as s3, HttpServer(folder) as http:
@@ -30,6 +31,15 @@ class RangeHandler(SimpleHTTPRequestHandler):
         pass
 
     def send_head(self):
+        if self.path == "/__requests__":    # how many requests were served (for benchmarks)
+            body = json.dumps({"requests": self.server.requests, "ranged": self.server.ranged}).encode()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
+        self.server.requests += 1
+        self.server.ranged += "Range" in self.headers
         if self.server.failures_left > 0:   # a flaky server: answer 503 a few times
             self.server.failures_left -= 1
             self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
@@ -62,6 +72,9 @@ class RangeHandler(SimpleHTTPRequestHandler):
         if self.server.cut_next:             # drop the connection mid-body, once
             left, self.server.cut_next = min(left, self.server.cut_next), 0
             self.close_connection = True
+        elif self.server.cut_half and left > 1024:   # drop every long response half-way
+            left //= 2
+            self.close_connection = True
         while left > 0:
             data = source.read(min(left, 1 << 20))
             if not data:
@@ -71,19 +84,63 @@ class RangeHandler(SimpleHTTPRequestHandler):
         self._left = None
 
 
-class HttpServer:
-    """Serve ``folder`` at ``self.url`` (http://127.0.0.1:PORT) until :meth:`stop`."""
+def reset_faults(server: ThreadingHTTPServer) -> ThreadingHTTPServer:
+    """Give a server what :class:`RangeHandler` reads: no faults armed, request counters at 0."""
+    server.daemon_threads = True
+    server.failures_left = 0
+    server.cut_next = 0
+    server.cut_half = False
+    server.requests = 0
+    server.ranged = 0           # requests with a Range header: sample reads
+    return server
 
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = str(folder)
-        handler = lambda *a, **kw: RangeHandler(*a, directory=self.folder, **kw)  # noqa: E731
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.server.failures_left = 0
-        self.server.cut_next = 0
+
+class PlainHandler(SimpleHTTPRequestHandler):
+    """Python's own file handler, as ``python -m http.server`` runs it: it ignores Range."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class HttpServer:
+    """Serve ``folder`` at ``self.url`` (http://127.0.0.1:PORT) until :meth:`stop`.
+
+    ``ranges=False`` serves it with Python's plain ``http.server`` handler, which answers every
+    request with the whole file (200), as ``python -m http.server`` does.
+    """
+
+    def __init__(self, folder: str | os.PathLike, ranges: bool = True, port: int = 0):
+        self.folder, self.ranges = str(folder), ranges
+        self._start(port)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def _start(self, port: int) -> None:
+        cls = RangeHandler if self.ranges else PlainHandler
+        handler = lambda *a, **kw: cls(*a, directory=self.folder, **kw)  # noqa: E731
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        reset_faults(self.server)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def restart_in_background(self, down_seconds: float) -> threading.Thread:
+        """Stop now (connections refused), serve again on the same port after ``down_seconds``."""
+        port = self.server.server_address[1]
+        self.stop()
+
+        def later():
+            import time
+
+            time.sleep(down_seconds)
+            self._start(port)
+
+        thread = threading.Thread(target=later, daemon=True)
+        thread.start()
+        return thread
+
+    def cut_every_response_half_way(self, on: bool = True) -> None:
+        """Close the connection of every ranged response of more than 1 kB after half its body."""
+        self.server.cut_half = on
 
     def fail_next(self, n: int) -> None:
         """Answer the next ``n`` requests with HTTP 503 (a transient server error)."""
@@ -140,6 +197,26 @@ class S3Server:
             {"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
         self.key_id, self.secret = key.access_key_id, key.secret_access_key
         self.running = True
+
+    def restart_in_background(self, down_seconds: float) -> threading.Thread:
+        """Stop now (connections refused), serve again on the same port after ``down_seconds``;
+        the buckets survive (moto keeps them in this process)."""
+        from moto.server import ThreadedMotoServer
+
+        port = int(self.endpoint.rsplit(":", 1)[1])
+        self.server.stop()
+        self.server._server.server_close()
+
+        def later():
+            import time
+
+            time.sleep(down_seconds)
+            self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            self.server.start()
+
+        thread = threading.Thread(target=later, daemon=True)
+        thread.start()
+        return thread
 
     def env(self, **override: str) -> dict[str, str]:
         """The AWS_* variables that point boto3 at this server with valid keys."""
@@ -205,3 +282,172 @@ if __name__ == "__main__":
     import sys
 
     main(sys.argv[1:])
+
+
+# --- servers that record what they were asked, and answer chosen statuses (appended for issue 19) ---
+import http.client  # noqa: E402  (imports of the helpers below, kept with them)
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from http.server import BaseHTTPRequestHandler  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as a server saw it: method, path, Range header (or None), arrival (monotonic s)."""
+    method: str
+    path: str
+    range: str | None
+    at: float
+
+
+class ScriptedHandler(RangeHandler):
+    """RangeHandler that logs every request and answers the statuses scripted on its server first."""
+
+    def send_head(self):
+        server = self.server
+        with server.lock:
+            server.log.append(Request(self.command, self.path, self.headers.get("Range"), time.monotonic()))
+            status = server.answers.pop(0) if server.answers else server.always
+        if status is None:
+            return super().send_head()
+        self.send_error(status)
+        return None
+
+
+class ScriptedHttpServer(HttpServer):
+    """An :class:`HttpServer` that records each request (:attr:`log`) and can answer statuses first.
+
+        with ScriptedHttpServer(folder) as server:
+            server.answer_next(429, 429)     # the next two requests get 429, then files are served
+            server.answer_always(403)        # every request gets 403
+    """
+
+    def _start(self, port: int) -> None:
+        super()._start(port)
+        handler = lambda *a, **kw: ScriptedHandler(*a, directory=self.folder, **kw)  # noqa: E731
+        self.server.RequestHandlerClass = handler      # before any request: the test has not sent one yet
+        self.server.lock, self.server.log = threading.Lock(), []
+        self.server.answers, self.server.always = [], None
+
+    @property
+    def log(self) -> list[Request]:
+        return list(self.server.log)
+
+    def answer_next(self, *statuses: int) -> None:
+        self.server.answers = list(statuses)
+
+    def answer_always(self, status: int | None) -> None:
+        self.server.always = status
+
+
+SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code><Message>Please reduce '
+             b'your request rate.</Message><RequestId>proxy</RequestId></Error>')
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "expect"}
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    """Forward each request to the server at ``self.server.upstream`` unchanged (the Host header
+    too, so S3 signatures stay valid), after logging it; answer scripted throttling first."""
+
+    protocol_version = "HTTP/1.1"        # keep-alive and 100-continue, as S3 clients expect
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raw = b""                    # forwarded as it came: chunk framing and trailers included
+            while True:
+                line = self.rfile.readline()
+                raw += line
+                size = int(line.split(b";")[0].strip(), 16)
+                if size == 0:
+                    while True:
+                        trailer = self.rfile.readline()
+                        raw += trailer
+                        if trailer in (b"\r\n", b"\n", b""):
+                            return raw
+                raw += self.rfile.read(size + 2)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _handle(self) -> None:
+        server = self.server
+        body = self._body()
+        with server.lock:
+            server.log.append(Request(self.command, self.path, self.headers.get("Range"), time.monotonic()))
+            throttle = server.slow_down_left > 0 and self.command in server.slow_down_methods
+            server.slow_down_left -= throttle
+        if throttle:
+            self.send_response(HTTPStatus.SERVICE_UNAVAILABLE)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(SLOW_DOWN)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(SLOW_DOWN)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP - {"transfer-encoding"}}
+        if "Transfer-Encoding" not in self.headers:
+            headers["Content-Length"] = str(len(body))
+        conn = http.client.HTTPConnection(*server.upstream, timeout=60)
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            self.send_response(resp.status, resp.reason)
+            for k, v in resp.getheaders():
+                if k.lower() not in HOP_BY_HOP:
+                    self.send_header(k, v)
+            length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+            self.send_header("Content-Length", length or str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        finally:
+            conn.close()
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+
+class RecordingProxy:
+    """An HTTP proxy on 127.0.0.1 in front of ``upstream`` (e.g. an :class:`S3Server`'s endpoint)
+    that records every request (:attr:`log`) and can answer S3 throttling (``503 SlowDown``).
+
+        with S3Server() as s3, RecordingProxy(s3.endpoint) as proxy:
+            os.environ.update(s3.env(AWS_ENDPOINT_URL=proxy.url))
+            proxy.slow_down(2)               # the next two requests get 503 SlowDown
+    """
+
+    def __init__(self, upstream: str):
+        host, port = upstream.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), ProxyHandler)
+        self.server.daemon_threads = True
+        self.server.upstream = (host, int(port))
+        self.server.lock, self.server.log = threading.Lock(), []
+        self.server.slow_down_left, self.server.slow_down_methods = 0, set()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def log(self) -> list[Request]:
+        return list(self.server.log)
+
+    def clear(self) -> None:
+        with self.server.lock:
+            self.server.log.clear()
+
+    def slow_down(self, n: int, methods: tuple[str, ...] = ("GET", "HEAD", "PUT", "POST", "DELETE")) -> None:
+        """Answer the next ``n`` requests of ``methods`` with S3's ``503 SlowDown`` (forever: a large n)."""
+        with self.server.lock:
+            self.server.slow_down_left, self.server.slow_down_methods = n, set(methods)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+    def __enter__(self) -> "RecordingProxy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

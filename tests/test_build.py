@@ -92,7 +92,7 @@ def test_stock_webdataset_and_tar_read_the_shards(built):
     samples = list(wds.WebDataset(urls, shardshuffle=False))
     assert len(samples) == built.num_samples and {"json", "mjpeg"} <= samples[0].keys()
     listing = subprocess.run(["tar", "tf", urls[0]], capture_output=True, text=True, check=True).stdout.split()
-    assert listing[:3] == ["00000000_000.json", "00000000_000.mjpeg", "00000000_000.wav"]
+    assert listing[:2] == ["00000000_000.json", "00000000_000.mjpeg"]   # then .wav when it has audio
     assert all(os.path.exists(u[:-4] + ".idx") for u in urls)
 
 
@@ -187,3 +187,31 @@ def test_kinetics_csv_through_the_cli(media, tmp_path):
     bunny, cut = avshards.open_shards(str(tmp_path / "o"))
     assert bunny.meta["segment"] == [1.0, 3.0] and bunny.meta["source_id"] == "bunny-1"
     assert abs(bunny.num_frames - 32) <= 1 and abs(cut.num_frames - 32) <= 1 and cut.meta["segment"] == [0.0, 2.0]
+
+
+def test_build_order_is_a_seeded_shuffle_recorded_in_the_manifest(built, src, tmp_path):
+    from avshards.build import build_order
+
+    items = [SourceItem(path=f"{label}/{i}.mp4", label=label) for label in "abc" for i in range(20)]
+    order = build_order(items, seed=0)
+    assert order == build_order(items, seed=0) and order != build_order(items, seed=1)
+    assert sorted(order, key=items.index) == items and build_order(items, shuffle=False) == items
+    assert sum(a.label != b.label for a, b in zip(order, order[1:])) > 30      # classes interleave
+    manifest = json.loads((type(tmp_path)(built.out) / MANIFEST_NAME).read_text())
+    assert manifest["build"]["shuffle"] is True and manifest["build"]["seed"] == 0
+    # a resumed build with other order settings is refused, like any other option change
+    for other in (["--seed", "1"], ["--no-shuffle"]):
+        result = CliRunner().invoke(main, ["build", "--src", str(src), "--out", built.out, "--short-side", "64",
+                                           "--clip-seconds", "4", "--videos-per-shard", "3", "--quiet", *other])
+        assert result.exit_code == 2 and "holds shards built from other sources or options" in result.output
+
+
+def test_no_shuffle_writes_the_source_order(src, tmp_path):
+    result = CliRunner().invoke(main, ["build", "--src", str(src / "b"), "--out", str(tmp_path / "o"),
+                                       "--short-side", "64", "--clip-seconds", "4", "--videos-per-shard", "1",
+                                       "--workers", "1", "--quiet", "--no-shuffle"])
+    assert result.exit_code == 0, result.output
+    sources = [os.path.basename(c.meta["source"]) for c in avshards.open_shards(str(tmp_path / "o"))]
+    assert list(dict.fromkeys(sources)) == ["carphone.mp4", "earth.mp4", "rotated.mp4"]   # sorted, as listed
+    manifest = json.loads((tmp_path / "o" / MANIFEST_NAME).read_text())
+    assert manifest["build"]["shuffle"] is False

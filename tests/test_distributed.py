@@ -50,13 +50,12 @@ def train_args(shards, out, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_rank_run(tmp_path_factory):
-    """2 steps of tiny-cpu on 2 CPU processes with SyncBN; a checkpoint after step 1 and at the end."""
+    """2 steps of tiny-cpu on 2 CPU processes, SyncBN by default; a checkpoint after step 1 and at the end."""
     import synth
 
     root = tmp_path_factory.mktemp("ddp")
     synth.write_synthetic_shards(root / "shards", [5, 4, 3])
-    done = torchrun(*train_args(root / "shards", root / "run", "--steps", "2", "--sync-bn",
-                                "--checkpoint-every", "1"))
+    done = torchrun(*train_args(root / "shards", root / "run", "--steps", "2", "--checkpoint-every", "1"))
     return root, done
 
 
@@ -64,7 +63,7 @@ def test_two_rank_training_writes_one_checkpoint_and_log(two_rank_run):
     root, done = two_rank_run
     assert done.stdout.count("trained to step 2") == 1      # only rank 0 reports and writes
     state = torch.load(root / "run/checkpoint.pt", weights_only=True)
-    assert state["step"] == 2 and state["config"]["sync_bn"] is True
+    assert state["step"] == 2 and state["config"]["sync_bn"] is True       # the default, as the official code
     assert [s["stream"]["rank"] for s in state["loaders"]] == [0, 1]   # every rank's position kept
     rows = (root / "run/log.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2                                  # header + one row per step, not per rank

@@ -33,8 +33,6 @@ REDIRECTS = {">", ">>", "<", "2>", "&>", "2>&1", ">&"}
 SHELL_EXPANSION = re.compile(r"[$*?{}\[\]<>]")    # a value the shell fills in: not checkable here
 # Options docs/reproduce.md already shows for `crisscross train` that the training half of issue 15
 # adds (Tables 3 and 5, Sec. 4.5); the lead removes this set once they exist.
-PENDING_TRAIN_OPTIONS = {"--predictor", "--projector-layers", "--video-aug", "--audio-aug",
-                         "--temporal-consistency"}  # added by issue 15's training half
 PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*(\.\.\.)?")  # NAME, CKPT, SHARDS...: the reader fills it in
 
 
@@ -141,9 +139,6 @@ def check_invocation(prog: str, args: list[str], programs: dict[str, click.Comma
         if tok.startswith("-") and len(tok) > 1 and tok != "--":
             name, _, inline = tok.partition("=")
             param = _options(command).get(name)
-            if param is None and path == ["crisscross", "train"] and name in PENDING_TRAIN_OPTIONS:
-                i += 0 if inline or i >= len(args) or args[i].startswith("-") else 1   # skip its value
-                continue
             if param is None:
                 return [f"`{' '.join(path)}` has no option {name}"]
             seen.add(param.name)
@@ -417,8 +412,8 @@ def test_reproduce_has_a_row_per_table_and_figure():
 # --- every user error message is in docs/troubleshooting.md ---------------------------------------
 # Exceptions (and helpers) whose message reaches the user as one `Error: ...` line.
 USER_ERRORS = {"SourceError", "DatasetError", "BuildError", "TranscodeError", "MissingFFmpeg", "ShardAccessError",
-               "NotFound", "TruncatedShardError", "TransientError", "SchemaError", "EvalError", "VizError",
-               "TrainingDiverged", "ClickException", "UsageError", "_fail"}
+               "NotFound", "TruncatedShardError", "TransientError", "SchemaError", "LostClipsError", "EvalError", "VizError",
+               "TrainingDiverged", "ClickException", "UsageError", "_fail", "fail"}
 
 
 def _literal_text(node: ast.expr) -> list[str]:

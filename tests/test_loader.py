@@ -12,8 +12,8 @@ import webdataset as wds
 from PIL import Image
 
 from avshards.format import MANIFEST_NAME, AVClip
-from crisscross.data.loader import (PrepareClip, augment_prepared, clip_rng, make_train_loader,
-                                    select_two_views)
+from crisscross.data.loader import augment_prepared, make_train_loader
+from crisscross.data.selection import PrepareClip, clip_rng, select_two_views
 from crisscross.data.views import sample_views
 
 
@@ -223,8 +223,10 @@ def test_a_clip_read_twice_in_an_epoch_gets_new_views(synth_shards):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_path_matches_cpu_workers(synth_shards):
-    """--device cuda: workers move bytes, nvJPEG decodes, the GPU augments; same batch as on CPU
-    up to JPEG decoder rounding (nvJPEG vs libjpeg differ by a level or two)."""
+    """--device cuda: workers move bytes, nvJPEG decodes, the GPU augments (the batched schedule,
+    one batch ahead on a side stream); same batch as on CPU up to JPEG decoder rounding (nvJPEG
+    vs libjpeg differ by a level or two) and the float resize's rounding (test_augment.py's
+    test_cuda_matches_cpu: a level here and there)."""
     url = str(synth_shards([4], seconds=3.0))
     cpu = list(make_train_loader(url, batch_size=2, num_workers=1, seed=7))
     gpu = list(make_train_loader(url, batch_size=2, num_workers=1, seed=7, device="cuda"))
@@ -232,3 +234,72 @@ def test_cuda_path_matches_cpu_workers(synth_shards):
         assert c["keys"] == g["keys"] and g["v1"].is_cuda
         for k in ("v1", "v2", "a1", "a2"):
             assert (g[k].cpu() - c[k]).abs().mean() < 0.03
+
+
+def test_raw_batches_are_tensors_that_pinning_reaches(synth_shards):
+    """The main-process path's batch holds its bytes and PCM in tensors (pin_memory pins tensors,
+    not bytes or numpy), and augmenting it gives what augmenting the clips gives."""
+    from synth import synthetic_clip
+
+    from crisscross.data.loader import augment_raw, batch_jpegs, collate_raw
+
+    items = [PrepareClip(seed=k)(clip_from(synthetic_clip(f"k{k}", seconds=3.0, seed=k))) for k in range(3)]
+    batch = collate_raw(items)
+    for name in ("jpeg", "jpeg_offsets", "first", "v1", "v2", "pcm"):
+        assert torch.is_tensor(batch[name]), name
+    assert batch["jpeg"].dtype == torch.uint8 and batch["pcm"].dtype == torch.int16
+    assert [bytes(j.numpy()) for j in batch_jpegs(batch)] == [j for it in items for j in it.raw.jpegs]
+    assert len(batch_jpegs(batch)) == sum(len(it.raw.jpegs) for it in items) == 3 * 12    # mild: 12 distinct
+    one = augment_raw(batch)
+    for k, it in enumerate(items):
+        alone = augment_prepared([it])
+        for view in ("v1", "v2", "a1", "a2"):
+            torch.testing.assert_close(one[view][k:k + 1], alone[view], atol=1e-5, rtol=0)
+
+
+def test_video_and_audio_subsets_reach_the_loader(synth_shards):
+    """--video-aug / --audio-aug none: the views are the evaluation transform of their windows."""
+    from crisscross.data.augment import eval_audio, eval_video
+    from crisscross.data.loader import batch_jpegs, collate_raw, decode_jpegs
+
+    url = str(synth_shards([2], seconds=3.0))
+    loader = make_train_loader(url, 2, num_workers=0, seed=1, video_augs=(), audio_augs=())
+    batch, = list(loader)
+    stream = make_train_loader(url, 2, num_workers=0, seed=1, video_augs=(), audio_augs=(), decode_in_workers=False)
+    raw, = [b for b in stream.batches]
+    frames = [f.permute(1, 2, 0) for f in decode_jpegs(batch_jpegs(raw))]
+    first = raw["first"].tolist()
+    for i in range(2):
+        view = torch.stack([frames[first[i] + j] for j in raw["v1"][i].tolist()])
+        torch.testing.assert_close(batch["v1"][i], eval_video(view), atol=0, rtol=0)
+        wave = raw["pcm"][i, 0].float() / 32768.0
+        torch.testing.assert_close(batch["a1"][i], eval_audio(wave), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="unknown --video-aug code 'MSX'"):
+        make_train_loader(url, 2, video_augs=("MSX",))
+    with pytest.raises(ValueError, match="unknown temporal consistency 'clip'"):
+        make_train_loader(url, 2, temporal_consistency="clip")
+
+
+@pytest.mark.dali
+def test_dali_path_prepares_ahead_and_resumes_exactly(synth_shards):
+    """backend="dali" starts batch i + 1 before handing out batch i; the checkpointed position is
+    that of the batches handed out, so a resume repeats nothing and skips nothing."""
+    pytest.importorskip("nvidia.dali")
+    url = str(synth_shards([3, 3], seconds=3.0))
+    make = lambda: make_train_loader(url, batch_size=2, num_workers=1, seed=2, backend="dali")  # noqa: E731
+    straight = list(make())
+    first = make()
+    it = iter(first)
+    done = [next(it)]
+    assert first._dali.started == 1                  # the next batch is already in DALI's hands
+    state = json.loads(json.dumps(first.state_dict()))
+    it.close()
+    assert first._dali.started == 0                  # closing drains it
+    resumed = make()
+    resumed.load_state_dict(state)
+    rest = list(resumed)
+    assert len(done) + len(rest) == len(straight) == 3
+    for x, y in zip(done + rest, straight):
+        assert x["keys"] == y["keys"]
+        torch.testing.assert_close(x["v1"], y["v1"], atol=0, rtol=0)
+    assert resumed.stats["clips"] == 6 and resumed.epoch == 1      # counts of the whole epoch

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from crisscross.losses import crisscross_loss
-from crisscross.models import (AudioBackbone, CrissCross, Predictor, Projector, VideoBackbone,
-                               build_crisscross, count_parameters)
+from crisscross.models import (PREDICTORS, SIZES, AudioBackbone, CrissCross, Predictor, Projector,
+                               VideoBackbone, build_backbones, build_crisscross, count_parameters)
 from crisscross.paper import MODEL
 
 COUNTS = MODEL.num_params
@@ -41,11 +41,41 @@ def test_parameter_counts_match_the_published_architectures(model):
     assert count_parameters(Projector(num_layers=2)) == COUNTS["projector_2layer"] == 5_255_168
 
 
-def test_two_layer_projector_and_common_predictor_variants():
-    two = build_crisscross(projector_layers=2, common_predictor=True)
-    assert two.audio_predictor is two.video_predictor
-    expected = COUNTS["total"] - 2 * (COUNTS["projector"] - COUNTS["projector_2layer"]) - COUNTS["predictor"]
-    assert count_parameters(two) == expected
+@pytest.mark.parametrize("layers, predictor, total", [
+    (3, "shared", 47_561_344), (2, "separate", 41_261_184), (2, "shared", 39_160_448)])
+def test_table3_variants_have_the_published_parameter_counts(layers, predictor, total):
+    net = build_crisscross(projector_layers=layers, predictor=predictor)
+    key = {(3, "shared"): "total_shared_predictor", (2, "separate"): "total_2layer_projector",
+           (2, "shared"): "total_2layer_projector_shared_predictor"}[layers, predictor]
+    assert count_parameters(net) == COUNTS[key] == total
+    # the same total from the parts of Tables S5-S8: a shared predictor drops one, 2 layers drop a 2048^2 layer each
+    parts = (COUNTS["video_backbone"] + COUNTS["audio_backbone"]
+             + 2 * COUNTS["projector" if layers == 3 else "projector_2layer"]
+             + COUNTS["predictor"] * (1 if predictor == "shared" else 2))
+    assert total == parts
+    assert (net.audio_predictor is net.video_predictor) == (predictor == "shared")
+    assert len(net.video_projector) == 3 * layers - 1          # (fc-bn-relu) x (layers - 1), fc-bn
+
+
+def test_tiny_model_is_the_same_design_with_its_own_parameter_count():
+    net = build_crisscross("tiny")
+    assert count_parameters(net) == 1_151_840                 # ours, not the paper's (docs/training.md)
+    assert (count_parameters(net.video_backbone), count_parameters(net.audio_backbone)) == (445_232, 307_888)
+    assert net.video_backbone.feature_dim == net.audio_backbone.feature_dim == SIZES["tiny"].widths[-1] == 128
+    assert [type(b) for b in net.video_backbone.stages[0]] == [type(b) for b in build_crisscross().video_backbone.stages[0]][:1]
+    video, audio = build_backbones("tiny", pool="max")
+    assert video.pool == "max" and count_parameters(audio) == 307_888
+    with torch.no_grad():
+        assert net.eval().audio_backbone.features(torch.randn(1, 1, 80, 201)).shape == (1, 128, 3, 7)
+
+
+@pytest.mark.parametrize("kw, words", [(dict(model="huge"), "unknown --model 'huge'; use one of paper, tiny"),
+                                       (dict(predictor="common"), "unknown --predictor 'common'; use one of "
+                                                                  + ", ".join(PREDICTORS)),
+                                       (dict(projector_layers=0), "at least one layer")])
+def test_bad_model_choices_are_one_sentence(kw, words):
+    with pytest.raises(ValueError, match=words):
+        build_crisscross(**kw)
 
 
 @pytest.mark.parametrize("shape, conv5", [
@@ -114,7 +144,7 @@ def test_missing_modality_is_skipped():
 
 def test_common_predictor_sees_l2_normalised_projections():
     torch.manual_seed(0)
-    net = small_crisscross(common_predictor=True).eval()
+    net = small_crisscross(shared_predictor=True).eval()
     v = torch.randn(2, 3, 8, 32, 32)
     a = torch.randn(2, 1, 80, 101)
     with torch.no_grad():
@@ -126,9 +156,9 @@ def test_common_predictor_sees_l2_normalised_projections():
 
 def test_state_dict_round_trips_into_a_fresh_model():
     torch.manual_seed(0)
-    src = small_crisscross(common_predictor=True).eval()
+    src = small_crisscross(shared_predictor=True).eval()
     torch.manual_seed(1)
-    dst = small_crisscross(common_predictor=True).eval()
+    dst = small_crisscross(shared_predictor=True).eval()
     dst.load_state_dict(src.state_dict())
     v, a = torch.randn(2, 3, 8, 32, 32), torch.randn(2, 1, 80, 101)
     with torch.no_grad():

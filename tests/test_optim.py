@@ -37,7 +37,7 @@ def one_param(values, grad) -> nn.Parameter:
 # --- parameter groups ---------------------------------------------------------------------------
 @pytest.mark.parametrize("common", [False, True])
 def test_four_groups_cover_every_parameter_once(common):
-    model = small_crisscross(common_predictor=common)
+    model = small_crisscross(shared_predictor=common)
     groups = param_groups(model, base_lr=2e-4, predictor_lr=2e-3, weight_decay=1e-4)
     assert tuple(g["name"] for g in groups) == GROUP_NAMES
     ids = [id(p) for g in groups for p in g["params"]]

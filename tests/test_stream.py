@@ -169,18 +169,20 @@ def test_stream_with_epoch_size_reads_across_passes(shards):
     assert set(Counter(sum(epochs, [])).values()) == {4}     # 60 samples = exactly four passes
 
 
-def test_resume_refuses_a_different_layout(shards):
+def test_resume_refuses_another_seed_or_epoch_size(shards):
     folder = shards()
     state = StreamLoader(ShardStream(folder), batch_size=2, num_workers=2).state_dict()
-    with pytest.raises(ValueError, match="num_workers=2 but this one has num_workers=0"):
-        StreamLoader(ShardStream(folder), batch_size=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="has seed=0 but this one has seed=1; resume with the same setting"):
+        StreamLoader(ShardStream(folder, seed=1), batch_size=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="has epoch_size=None but this one has epoch_size=10"):
+        StreamLoader(ShardStream(folder, epoch_size=10), batch_size=2).load_state_dict(state)
 
 
 def test_skipped_items_are_counted_and_made_up_for(shards):
     loader = StreamLoader(ShardStream(shards(), seed=2, map_fn=drop_every_fifth), batch_size=4)
     items = [x for batch in loader for x in batch]
     stats = loader.last_epoch_stats
-    assert len(items) == 15 and stats["skipped"] == 3 and stats["rewound"] == 3
+    assert len(items) == 15 and stats["skipped"] == 3 and stats["substituted"] == 3
 
 
 @pytest.mark.parametrize("indexed", [True, False])
@@ -191,7 +193,7 @@ def test_truncated_shard_keeps_samples_before_the_damage(shards, indexed):
         cut = [m for m in tar.getmembers() if m.name.startswith("clip000006")][1].offset_data + 10
     with open(path, "r+b") as f:       # cut inside clip000006: clip000004 and clip000005 survive
         f.truncate(cut)
-    stream = ShardStream(folder, shuffle_shards=False)
+    stream = ShardStream(folder, shuffle_shards=False, shuffle_buffer=0, max_lost=0.25)
     loader = StreamLoader(stream, batch_size=8)
     got = keys(loader)
     stats = loader.last_epoch_stats
@@ -232,7 +234,8 @@ def test_plain_dataloader_splits_over_workers_and_env_ranks(shards, monkeypatch)
     got = [k for batch in tud.DataLoader(stream, batch_size=2, num_workers=2, collate_fn=keys_of)
            for k in batch]
     expected = [f"clip{i:06d}" for s, a, b in
-                sum((partition(COUNTS, 1, 2, w, 2, seed=3, epoch=0) for w in range(2)), [])
+                sum((partition(COUNTS, 1, 2, w, 2, seed=3, epoch=0, shuffle_buffer=stream.shuffle_buffer,
+                               chunk=stream.chunk) for w in range(2)), [])
                 for i in range(sum(COUNTS[:s]) + a, sum(COUNTS[:s]) + b)]
     assert sorted(got) == sorted(expected) and len(got) == 6
 
@@ -261,3 +264,33 @@ def test_clips_read_in_several_passes_of_one_epoch_know_their_pass(shards):
     assert len(seen) == 2 * total and set(seen.values()) == {1}
     assert {visit for _, visit in seen} == {0, 1}
     assert {key for key, visit in seen if visit == 0} == {key for key, visit in seen if visit == 1}
+
+
+def test_skip_drops_samples_from_the_index_before_reading_them(tmp_path):
+    """Clips without audio are skipped from their index entry: their bytes are never read (here
+    their json is garbage of the same size, which reading would trip over)."""
+    import webdataset as wds
+
+    from synth import synthetic_clip
+
+    from avshards.index import scan_tar
+    from avshards.stream import Lacks
+
+    path = tmp_path / "shards-000000.tar"
+    with wds.TarWriter(str(path), mtime=0) as sink:
+        for i in range(12):
+            sink.write(synthetic_clip(f"clip{i:06d}", 0.25, has_audio=i % 3 != 1, seed=i))
+    with open(path, "r+b") as f:
+        for entry in scan_tar(str(path)):
+            if "wav" not in entry.members:
+                offset, size = entry.members["json"]
+                f.seek(offset)
+                f.write(b"{" * size)
+    write_index(str(path))
+    loader = StreamLoader(ShardStream(str(tmp_path), seed=1, shuffle_buffer=8, chunk=2, skip=Lacks("wav")),
+                          batch_size=4)
+    got = keys(loader)
+    stats = loader.last_epoch_stats
+    assert all(int(k[-6:]) % 3 != 1 for k in got) and len(got) == 12      # made up by substitutes
+    assert stats["skipped"] == 4 and stats["substituted"] == 4
+    assert Lacks("mjpeg", "wav")(scan_tar(str(path))[0]) is False and Lacks("wav")(scan_tar(str(path))[1])

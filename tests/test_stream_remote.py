@@ -9,7 +9,7 @@ from avshards import remote
 from avshards.cli import main
 from avshards.index import write_index
 from avshards.reader import list_shards, open_shards
-from avshards.stream import ShardStream, StreamLoader
+from avshards.stream import LostClipsError, ShardStream, StreamLoader
 from servers import HttpServer, S3Server
 
 COUNTS = [3, 5, 2, 4, 1]
@@ -108,7 +108,7 @@ def eight_shards(synth_shards):
 
 
 @pytest.mark.parametrize("kind", ["http", "s3"])
-def test_server_killed_mid_epoch_retries_then_skips(eight_shards, kind, caplog, monkeypatch):
+def test_server_killed_mid_epoch_is_counted_and_stops_past_max_lost(eight_shards, kind, caplog, monkeypatch):
     server = HttpServer(eight_shards) if kind == "http" else S3Server()
     if kind == "http":
         url = server.url + "/"
@@ -116,8 +116,12 @@ def test_server_killed_mid_epoch_retries_then_skips(eight_shards, kind, caplog, 
         for name, value in server.env().items():
             monkeypatch.setenv(name, value)
         url = server.upload_folder(eight_shards, "killed", "k400/")
-    stream = ShardStream(url, shuffle_shards=False, retries=2, backoff=0.01)
-    loader = StreamLoader(stream, batch_size=1)       # reads in blocks of 16 samples (4 shards)
+
+    def stream(max_lost):
+        return ShardStream(url, shuffle_shards=False, shuffle_buffer=0, retries=2, backoff=0.01, max_lost=max_lost)
+
+    strict = StreamLoader(stream(0.01), batch_size=1)        # the default: 1% of the epoch
+    loader = StreamLoader(stream(1.0), batch_size=1)         # reads in blocks of 16 samples (4 shards)
     got = []
     for batch in loader:
         got += [c.key for c in batch]
@@ -125,14 +129,20 @@ def test_server_killed_mid_epoch_retries_then_skips(eight_shards, kind, caplog, 
             server.stop()                             # the second block's requests are refused
     stats = loader.last_epoch_stats
     assert got == [f"clip{i:06d}" for i in range(16)]
-    assert stats["lost"] == 16 and stats["failed_shards"] == 4
+    assert stats["lost"] == 16 and stats["yielded"] == 16
+    assert stats["failed_shards"] == 8                # 4-7, then 0-3 when re-read to make up the part
     assert "without a usable sample" in caplog.text and "skipping the rest of" in caplog.text
+    # with the default threshold the same outage stops the epoch at once, naming the shards
+    with pytest.raises(LostClipsError, match=r"^16 of the 32 clips of this epoch on rank 0 could not be read, more "
+                                             r"than max_lost=0.01 allows: shards-000000.tar, shards-000001.tar, "
+                                             r"shards-000002.tar and 1 more stayed unreadable after 2 retries"):
+        list(strict)
 
 
 def test_transient_http_errors_are_retried(eight_shards):
     with HttpServer(eight_shards) as server:
-        loader = StreamLoader(ShardStream(server.url + "/", shuffle_shards=False, retries=3, backoff=0.01),
-                              batch_size=1)
+        loader = StreamLoader(ShardStream(server.url + "/", shuffle_shards=False, shuffle_buffer=0, retries=3,
+                                          backoff=0.01), batch_size=1)
         got = []
         for batch in loader:
             got += [c.key for c in batch]
@@ -144,7 +154,7 @@ def test_transient_http_errors_are_retried(eight_shards):
 
 def test_connection_dropped_mid_body_resumes_at_the_sample(eight_shards):
     with HttpServer(eight_shards) as server:
-        stream = ShardStream(server.url + "/", shuffle_shards=False, retries=2, backoff=0.01)
+        stream = ShardStream(server.url + "/", shuffle_shards=False, shuffle_buffer=0, retries=2, backoff=0.01)
         server.cut_next(5000)            # the first shard's body stops inside its first sample
         loader = StreamLoader(stream, batch_size=4)
         got = [c.key for batch in loader for c in batch]

@@ -1,11 +1,13 @@
-"""The trainer on real media: a short CPU run, exact resume, the NaN guard, export, the CLI.
+"""The trainer on real media: a short CPU run, exact resume, the NaN guard, export, the CLI, and
+every model ablation of Table 3 / Table 1 from the command line.
 
 Shards are built once per session with `avshards build` from three real videos: Big Buck Bunny
 (H.264 + 6-channel AAC, 5.3 s), earth.mp4 (30 s, a silent AAC track) and bikes.mp4, which has no
 audio stream, so the loader must skip its clips and the trainer must count them. 2.5 s clips give
 14 clips with audio: more than the 12 that 4 steps read, so no clip is read twice in an epoch
-(the loader documents that a mid-epoch resume may repeat a re-read clip's views). The real 50M-parameter model at batch 2 keeps each
-step to a few seconds on 2 cores.
+(the loader documents that a mid-epoch resume may repeat a re-read clip's views). Most runs use
+the tiny-cpu preset's tiny model (1.2M parameters, a fraction of a second per step); one trains
+the paper's model for a step (test_paper_model_trains_a_step_from_the_command_line).
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from crisscross.checkpoint import load_checkpoint, load_model, resolve_resume
+from crisscross import paper
+from crisscross.checkpoint import load_checkpoint, resolve_resume
 from crisscross.config import PRESETS, TrainConfig, preset_config
-from crisscross.export import export_backbones, export_command, load_backbones
+from crisscross.export import export_backbones, export_command, load_backbones, load_model
+from crisscross.models import count_parameters
 from crisscross.monitor import collapse_std
-from crisscross.train import train, train_command
+from crisscross.runtime import CpuSyncBatchNorm
+from crisscross.train import build_model, train
+from crisscross.train_cli import train_command
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -49,8 +55,6 @@ def tiny(shards, out, **kw) -> TrainConfig:
 
 # --- pieces without training ---------------------------------------------------------------------
 def test_presets_come_from_the_paper():
-    from crisscross import paper
-
     ks = preset_config("kinetics-sound")
     assert (ks.batch_size, ks.epoch_size, ks.epochs, ks.larc) == (512, 220_000, 100, False)
     assert preset_config("kinetics400").larc and preset_config("audioset").lr == paper.PRETRAIN["audioset"].lr_start
@@ -59,6 +63,37 @@ def test_presets_come_from_the_paper():
         assert c.lr_predictor == pytest.approx(10 * c.lr)   # Sec. 4.4: predictor LR 10x base
         assert TrainConfig.from_dict(c.to_dict()) == c
     assert preset_config("tiny-cpu", batch_size=8, lr=None).batch_size == 8   # None keeps the preset
+    for name, row in paper.PRETRAIN.items():                  # Table S10's predictor LRs, from the 10x rule
+        assert preset_config(name).lr_predictor == pytest.approx(row.lr_predictor)
+        assert preset_config(name).model == "paper" and preset_config(name).sync_bn
+    assert preset_config("tiny-cpu").model == "tiny"
+
+
+def test_predictor_lr_follows_the_base_lr_unless_given():
+    assert preset_config("kinetics-sound", lr=1e-3).lr_predictor == pytest.approx(1e-2)   # Sec. 4.4: 10x
+    equal = preset_config("kinetics-sound", lr_predictor=paper.PRETRAIN["kinetics-sound"].lr_start)
+    assert equal.lr_predictor == equal.lr == 2e-4                                        # Table 3's lr_p = lr_b
+
+
+@pytest.mark.parametrize("pair", ["v1v2", "a1a2"])
+def test_unimodal_rows_take_the_learning_rates_of_appendix_g1(pair):
+    base, predictor = paper.ABLATION_LR[pair]
+    ks = preset_config("kinetics-sound", terms=(pair,))
+    assert (ks.lr, ks.lr_predictor, ks.lr_end) == (base, predictor, 0.0)
+    k400 = preset_config("kinetics400", terms=(pair,))          # the cosine's end scales with the base LR
+    assert (k400.lr, k400.lr_end) == (base, pytest.approx(1e-4 * base / 2e-4))
+    given = preset_config("kinetics-sound", terms=(pair,), lr=3e-4)
+    assert (given.lr, given.lr_predictor) == (3e-4, pytest.approx(3e-3))               # --lr wins
+    assert preset_config("kinetics-sound", terms=(pair,), lr_predictor=5e-4).lr_predictor == 5e-4
+    assert preset_config("kinetics-sound", terms=(pair, "sync")).lr == 2e-4            # not a uni-modal row
+
+
+@pytest.mark.parametrize("sync_bn, world, synced", [(True, 2, True), (False, 2, False), (True, 1, False)])
+def test_sync_bn_is_on_under_ddp_unless_turned_off(sync_bn, world, synced):
+    model = build_model(preset_config("tiny-cpu", sync_bn=sync_bn), world, torch.device("cpu"))
+    kinds = {type(m) for m in model.modules()}
+    assert (CpuSyncBatchNorm in kinds) == synced
+    assert bool(kinds & {torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d}) != synced
 
 
 @pytest.mark.parametrize("bad, words", [(dict(terms=("v1v3",)), "unknown loss term"),
@@ -172,7 +207,8 @@ def test_nan_guard_stops_with_a_clear_message(shards, tmp_path):
     # second forward pass overflow float32 and give NaN - a real divergence, not an injected value.
     result = CliRunner().invoke(train_command, [shards, "--out", str(tmp_path), "--batch-size", "2",
                                                 "--epoch-size", "6", "--steps", "3", "--workers", "1",
-                                                "--warmup-epochs", "0", "--lr", "1e37", "--quiet"])
+                                                "--warmup-epochs", "0", "--lr", "1e37", "--lr-predictor", "1e37",
+                                                "--quiet"])
     assert result.exit_code == 1
     assert "loss became nan at step 2" in result.output and "--lr" in result.output
     assert not (tmp_path / "checkpoint.pt").exists()           # no broken checkpoint written
@@ -182,7 +218,7 @@ def test_export_round_trip(straight, tmp_path):
     run = straight[0]
     result = CliRunner().invoke(export_command, [str(run / "checkpoint.pt"), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "15,379,136" in result.output and "11,170,240" in result.output
+    assert "445,232" in result.output and "307,888" in result.output     # the tiny model's backbones
     video, audio = load_backbones(tmp_path, pool="max")
     model = load_model(run)
     for exported, trained in ((video, model.video_backbone), (audio, model.audio_backbone)):
@@ -192,6 +228,90 @@ def test_export_round_trip(straight, tmp_path):
     x = torch.randn(1, 1, 80, 201)
     from_folder = load_model(tmp_path)                         # load_model also takes an export
     assert torch.equal(from_folder.audio_backbone(x), model.audio_backbone(x))
+
+
+# --- the ablations (Table 3, Table 1's uni-modal rows), each one step from the command line -----------
+def cli_step(shards, out, *options: str) -> dict:
+    """One optimiser step of `crisscross train` with ``options``; the checkpoint it wrote."""
+    args = [shards, "--out", str(out), "--batch-size", "2", "--epoch-size", "2", "--steps", "1",
+            "--workers", "0", "--quiet", *options]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 0, result.output
+    assert "trained to step 1" in result.output
+    return load_checkpoint(out)
+
+
+@pytest.mark.parametrize("options, params, recorded", [
+    (["--predictor", "shared"], 1_118_624, dict(predictor="shared", projector_layers=3)),
+    (["--projector-layers", "2"], 1_019_232, dict(predictor="separate", projector_layers=2)),
+    (["--predictor", "shared", "--projector-layers", "2"], 986_016, dict(predictor="shared", projector_layers=2)),
+])
+def test_table3_ablations_train_the_network_they_name(shards, tmp_path, options, params, recorded):
+    state = cli_step(shards, tmp_path, *options)
+    assert {k: state["config"][k] for k in recorded} == recorded and state["config"]["model"] == "tiny"
+    model = load_model(tmp_path)                  # rebuilt from the checkpoint's recorded choices
+    assert count_parameters(model) == params
+    assert (model.audio_predictor is model.video_predictor) == (recorded["predictor"] == "shared")
+
+
+@pytest.mark.parametrize("pair", ["v1v2", "a1a2"])
+def test_unimodal_rows_train_with_appendix_g1_learning_rates(shards, tmp_path, pair):
+    state = cli_step(shards, tmp_path, "--terms", pair, "--warmup-epochs", "0")
+    base, predictor = paper.ABLATION_LR[pair]
+    assert (state["config"]["lr"], state["config"]["lr_predictor"]) == (base, predictor)
+    with open(tmp_path / "log.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["lr/backbone"]) == pytest.approx(base) and float(row["lr/predictor"]) == pytest.approx(predictor)
+    assert set(row) >= {f"loss/{pair}"} and not {"loss/v1a1", "loss/a1a2" if pair == "v1v2" else "loss/v1v2"} & set(row)
+
+
+def test_paper_model_trains_a_step_from_the_command_line(shards, tmp_path):
+    """The paper's 50M-parameter networks (with Table 3's lighter heads, to keep the step short)."""
+    state = cli_step(shards, tmp_path, "--model", "paper", "--predictor", "shared", "--projector-layers", "2")
+    assert state["config"]["model"] == "paper"
+    assert count_parameters(load_model(tmp_path)) == paper.MODEL.num_params["total_2layer_projector_shared_predictor"]
+    result = CliRunner().invoke(export_command, [str(tmp_path), "--out", str(tmp_path / "backbones")])
+    assert result.exit_code == 0 and "15,379,136" in result.output and "11,170,240" in result.output
+
+
+def test_eval_and_export_load_an_ablation_checkpoint(shards, media, tmp_path):
+    """`crisscross export` and `crisscross eval linear --with-baseline` on a shared-predictor, 2-layer
+    tiny checkpoint: both build its network, and the baseline is the same network at random init."""
+    import json
+
+    from avshards.build import build
+    from avshards.sources import SourceItem
+    from crisscross.eval.cli import eval_group
+
+    cli_step(shards, tmp_path / "run", "--predictor", "shared", "--projector-layers", "2")
+    result = CliRunner().invoke(export_command, [str(tmp_path / "run"), "--out", str(tmp_path / "backbones")])
+    assert result.exit_code == 0 and "445,232" in result.output, result.output
+    info = json.loads((tmp_path / "backbones" / "backbones.json").read_text())
+    assert (info["model"], info["predictor"], info["projector_layers"], info["feature_dim"]) == ("tiny", "shared", 2, 128)
+    assert count_parameters(load_model(tmp_path / "backbones")) == 986_016
+    sfx = tmp_path / "arcade"
+    build([SourceItem(str(media / f"audio/arcade_sfx/{c}{n}.wav"), c, "test" if n <= 2 else "train", id=f"{c}{n}")
+           for c in ("coin", "jump", "laser") for n in range(1, 6)], sfx, workers=2, progress=False)
+    result = CliRunner().invoke(eval_group, ["linear", str(tmp_path / "run"), str(sfx), "--modality", "audio",
+                                             "--with-baseline", "--train-clips", "2", "--test-clips", "1",
+                                             "--device", "cpu", "--quiet", "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(next((tmp_path / "eval").glob("linear-audio-*.json")).read_text())
+    # conv5 of the tiny audio backbone: 128 x 3 x 7 -> max pool (1, 3) / (1, 2) -> 128 x 3 x 3
+    assert report["feature_dim"] == report["baseline"]["feature_dim"] == 1152
+    assert report["baseline"]["random_init"] and "random init" in result.output
+
+
+def test_no_sync_bn_is_recorded(shards, tmp_path):
+    assert cli_step(shards, tmp_path, "--no-sync-bn")["config"]["sync_bn"] is False
+
+
+def test_resume_refuses_another_network(shards, tmp_path):
+    cli_step(shards, tmp_path, "--predictor", "shared")
+    result = CliRunner().invoke(train_command, [shards, "--out", str(tmp_path), "--steps", "2", "--quiet",
+                                                "--resume", "auto", "--workers", "0"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "holds a different network (--model tiny --projector-layers 3 --predictor shared)" in result.output
 
 
 def test_cli_errors_are_one_sentence(tmp_path):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from crisscross.data.views import MODES, ViewStarts, sample_views
+from crisscross.data.choices import MODES
+from crisscross.data.views import ViewStarts, sample_views
 
 VF, AS, SPF = 8, 32000, 1000          # defaults: 8 frames, 2 s of audio, 1000 samples per frame
 

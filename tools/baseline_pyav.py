@@ -31,7 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from crisscross import paper
-from crisscross.data.augment import augment_audio_batch, augment_video_batch, draw_audio_params, draw_video_params
+from crisscross.data.augment import augment_audio_batch, augment_video_batch
+from crisscross.data.params import draw_audio_params, draw_video_params
 
 # Length of the window decoded per modality, in base windows: one window augmented twice (none),
 # two windows overlapping by half (mild, the default), two windows back to back (medium).

@@ -4,8 +4,12 @@ Settings (each skipped with a reason when its requirement is missing):
 
 - ``dali-external``: ``make_train_loader(backend="dali")``: DataLoader workers read shards, select
   the two views and draw the parameters; DALI decodes (nvJPEG on the GPU) and augments them.
-- ``dali-reader``: :class:`crisscross.data.dali_backend.DaliShardLoader` (DALI's readers.webdataset
+- ``dali-reader``: :class:`crisscross.data.dali.reader.DaliShardLoader` (DALI's readers.webdataset
   with the shards' .idx files; view selection in ``fn.python_function``).
+- ``python-per-clip``: the main-process Python each DALI path spends per clip, timed alone (thread
+  CPU time): the reader path's ``ViewSelector`` (cuts the frames out, picks the views, draws the
+  parameters, converts them: serial, under the main process's GIL) against the external-source
+  path's conversion + ``feed_input`` (its view choice and draws run in DataLoader workers, also timed).
 - ``torch-gpu``: ``make_train_loader(device="cuda")``: workers move bytes, torchvision nvJPEG +
   GPU augmentation in the main process (needs CUDA).
 - ``torch-cpu``: the torch backend decoding and augmenting in CPU workers.
@@ -25,11 +29,13 @@ import json
 import os
 import platform
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 from benchutil import cpu_seconds, write_section
 
@@ -74,8 +80,8 @@ def loader_run(url: str, clips: int, batch_size: int, workers: int, backend: str
 
 
 def reader_run(url: str, clips: int, batch_size: int, device: str) -> dict:
-    from avshards.indexing import index_shards, local_shards
-    from crisscross.data.dali_backend import DaliShardLoader
+    from avshards.index_cli import index_shards, local_shards
+    from crisscross.data.dali.reader import DaliShardLoader
 
     urls = local_shards(url)
     for _ in index_shards(urls):          # the reader wants .idx beside every tar
@@ -94,6 +100,55 @@ def reader_run(url: str, clips: int, batch_size: int, device: str) -> dict:
             yield from loader
 
     return measure(batches(), lambda b: b["v1"].shape[0], device == "cuda")
+
+
+def raw_samples(url: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(json, mjpeg, wav) member bytes of every clip with audio, as DALI's reader hands them over."""
+    from avshards.index_cli import local_shards
+
+    out = []
+    for path in local_shards(url):
+        members: dict[str, dict[str, bytes]] = {}
+        with tarfile.open(path) as tar:
+            for m in tar.getmembers():
+                key, _, ext = m.name.partition(".")
+                members.setdefault(key, {})[ext] = tar.extractfile(m).read()
+        out += [tuple(np.frombuffer(c[e], np.uint8) for e in ("json", "mjpeg", "wav"))
+                for c in members.values() if "wav" in c]
+    return out
+
+
+def python_run(url: str, clips: int, batch_size: int) -> dict:
+    """Main-process µs per clip of each DALI feeding path's Python (see the module docstring)."""
+    from avshards.format import AVClip
+    from crisscross.data.dali.feeder import DaliAugmenter
+    from crisscross.data.dali.inputs import from_prepared, input_names
+    from crisscross.data.dali.reader import ViewSelector
+    from crisscross.data.selection import PrepareClip
+
+    samples = raw_samples(url)
+    samples = [samples[i % len(samples)] for i in range(max(clips, batch_size))]
+    prepare = PrepareClip("mild")
+    selector, epoch = ViewSelector(prepare, input_names(prepare.video_frames)), np.array(0, np.int64)
+
+    def per_clip(fn, items) -> tuple[float, list]:
+        t0, out = time.thread_time(), [fn(x) for x in items]
+        return 1e6 * (time.thread_time() - t0) / len(items), out
+
+    reader_us, _ = per_clip(lambda s: selector(*s, epoch), samples)
+    clips_ = [AVClip.from_sample({"__key__": f"k{i}", "json": bytes(m), "mjpeg": bytes(j), "wav": bytes(w)})
+              for i, (m, j, w) in enumerate(samples)]
+    worker_us, items = per_clip(prepare, clips_)
+    augmenter, feed_s, fed = DaliAugmenter(batch_size, "cpu"), 0.0, 0
+    for i in range(0, len(items) - batch_size + 1, batch_size):
+        t0 = time.thread_time()
+        augmenter.feed([from_prepared(it) for it in items[i:i + batch_size]])
+        feed_s, fed = feed_s + time.thread_time() - t0, fed + batch_size
+        augmenter.pipe.run()                 # consumed untimed, so the next feed is not queued behind it
+    main_us = 1e6 * feed_s / fed
+    return {"clips": len(samples), "reader_selector_us_per_clip": round(reader_us),
+            "external_worker_us_per_clip": round(worker_us), "external_main_us_per_clip": round(main_us),
+            "batch_size": batch_size}
 
 
 def train_run(batch_size: int, steps: int) -> dict:
@@ -132,7 +187,7 @@ def settings(cuda: bool, dali: bool) -> list[tuple[str, str | None]]:
     """(name, reason it is skipped or None)."""
     no_dali = None if dali else "nvidia-dali not installed (pip install 'crisscross-av[dali]')"
     no_cuda = None if cuda else "no CUDA GPU"
-    return [("dali-external", no_dali), ("dali-reader", no_dali), ("torch-gpu", no_cuda),
+    return [("dali-external", no_dali), ("dali-reader", no_dali), ("python-per-clip", no_dali), ("torch-gpu", no_cuda),
             ("torch-cpu", None), ("train-amp", no_cuda)]
 
 
@@ -147,6 +202,10 @@ def markdown(rows: list[dict], info: dict) -> str:
     for r in rows:
         if "skipped" in r:
             lines.append(f"| {r['setting']} | - | skipped: {r['skipped']} | | | |")
+        elif "reader_selector_us_per_clip" in r:
+            lines.append(f"| {r['setting']} | {r['where']} | reader path: ViewSelector {r['reader_selector_us_per_clip']} "
+                         f"µs/clip (serial); external source: {r['external_main_us_per_clip']} µs/clip in the main "
+                         f"process + {r['external_worker_us_per_clip']} µs/clip in workers | | | |")
         else:
             lines.append(f"| {r['setting']} | {r['where']} | {r['clips_per_s']} | {r.get('clips_per_s_after_first_batch', '')} "
                          f"| {r.get('cpu_ms_per_clip', '')} | {r.get('cpu_ms_per_clip_after_first_batch', '')} |")
@@ -156,9 +215,9 @@ def markdown(rows: list[dict], info: dict) -> str:
 NOTES = [
     "DALI rows without a GPU run the same pipeline definition on DALI's CPU operators (`device_id=None`,",
     "the CI configuration): they show what the graph costs on a CPU, not nvJPEG. The DALI external-source",
-    "row injects the loader's own parameters (exact resume); the reader row draws them with `fn.random`",
-    "and cuts frames out in `fn.python_function` (Python under the main process's GIL); its pipelined",
-    "executor prefetches two batches past the last one consumed, which this short run counts as CPU cost",
+    "row injects the loader's own parameters; the reader row draws the same ones (the loader's PrepareClip)",
+    "and cuts frames out in `fn.python_function` (Python under the main process's GIL); both resume exactly.",
+    "The reader's padded last batch of each epoch is run and not yielded, which this short run counts as CPU cost",
     "(the test shards hold only a few 10 s clips, so the row is a few small epochs). DataLoader workers'",
     "CPU time is counted when they exit, so \"after 1st\" includes their start-up in the torch-cpu row.",
     "GPU rows (DALI with nvJPEG, torch on the GPU, the AMP training step; target >= 2,000 two-view clips/s",
@@ -202,6 +261,8 @@ def main(shards, media, clips, batch_size, workers, train_batch, train_steps, on
                     row = loader_run(url, clips, batch_size, workers, "dali", device) | {"where": f"DALI on {where}"}
                 elif name == "dali-reader":
                     row = reader_run(url, clips, batch_size, device) | {"where": f"DALI on {where}"}
+                elif name == "python-per-clip":
+                    row = python_run(url, clips, batch_size) | {"where": "main process, thread CPU"}
                 elif name == "torch-gpu":
                     row = loader_run(url, clips, batch_size, workers, "torch", "cuda") | {"where": "GPU"}
                 elif name == "torch-cpu":

@@ -142,8 +142,10 @@ def probe(train: tuple, test: tuple) -> dict[str, float]:
 @click.option("--lr", default=1e-3, show_default=True, help="Backbone LR (predictor 10x).")
 @click.option("--workers", default=1, show_default=True, help="Loader workers.")
 @click.option("--seed", default=0, show_default=True, help="Seed of data and training.")
+@click.option("--model", type=click.Choice(["paper", "tiny"]), default="paper", show_default=True,
+              help="Network size (crisscross.models.SIZES); the random-init row uses the same one.")
 def main(out: Path, classes: int, pretrain_clips: int, probe_clips: int, terms: str, steps: int, batch_size: int,
-         lr: float, workers: int, seed: int) -> None:
+         lr: float, workers: int, seed: int, model: str) -> None:
     """Pretrain briefly on a generated set, then compare linear-probe accuracy with random init."""
     from crisscross.config import preset_config
     from crisscross.models import build_crisscross
@@ -155,23 +157,24 @@ def main(out: Path, classes: int, pretrain_clips: int, probe_clips: int, terms: 
         if not (path / MANIFEST_NAME).exists():
             make_set(path, pretrain_clips if name == "pretrain" else probe_clips, classes, seed + 1000 * i)
     torch.manual_seed(seed)
-    random_model = build_crisscross()
+    random_model = build_crisscross(model)
     rows = {"random init": probe(features(random_model, sets["probe-train"]),
                                  features(random_model, sets["probe-test"]))}
     config = preset_config("tiny-cpu", shards=str(sets["pretrain"]), out=str(out / "run"), steps=steps,
-                           batch_size=batch_size, lr=lr, lr_predictor=10 * lr, workers=workers, seed=seed,
+                           batch_size=batch_size, lr=lr, model=model, workers=workers, seed=seed,
                            epoch_size=pretrain_clips, warmup_epochs=0.0, checkpoint_every=10_000,
                            terms=tuple(terms.split(",")))
     result = train(config)
-    from crisscross.checkpoint import load_model
+    from crisscross.export import load_model
 
-    model = load_model(result.checkpoint)
-    rows["pretrained"] = probe(features(model, sets["probe-train"]), features(model, sets["probe-test"]))
+    trained = load_model(result.checkpoint)
+    rows["pretrained"] = probe(features(trained, sets["probe-train"]), features(trained, sets["probe-test"]))
     chance = 1 / classes
     click.echo(f"{'':12s}  video probe  audio probe   (chance {chance:.2f}, {probe_clips} test clips)")
     for name, r in rows.items():
         click.echo(f"{name:12s}  {r['video']:11.3f}  {r['audio']:11.3f}")
-    summary = {"rows": rows, "chance": chance, "terms": terms, "steps": steps, "batch_size": batch_size, "lr": lr,
+    summary = {"rows": rows, "chance": chance, "model": model, "terms": terms, "steps": steps,
+               "batch_size": batch_size, "lr": lr,
                "pretrain_clips": pretrain_clips, "probe_clips": probe_clips, "classes": classes,
                "final_loss": result.loss, "seconds": time.perf_counter() - started}
     (out / "result.json").write_text(json.dumps(summary, indent=2))

@@ -37,8 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from crisscross import paper
-
-MODES = ("none", "mild", "medium", "extreme", "mixed")
+from crisscross.data.choices import check_mode
 
 
 class ViewStarts(NamedTuple):
@@ -64,10 +63,9 @@ def sample_views(num_frames: int, num_samples: int, mode: str, rng: np.random.Ge
                  audio_samples: int = int(paper.AUDIO_SECONDS * paper.SAMPLE_RATE),
                  fps: int = paper.FPS, sample_rate: int = paper.SAMPLE_RATE) -> ViewStarts:
     """Draw the starts of the two views of a clip with ``num_frames`` frames and ``num_samples``
-    audio samples for relaxation ``mode`` (one of :data:`MODES`). Pure: same ``rng`` state, same
-    result. See the module docstring for the modes and what happens with short clips."""
-    if mode not in MODES:
-        raise ValueError(f"unknown view mode {mode!r}; choose one of {', '.join(MODES)}")
+    audio samples for relaxation ``mode`` (one of :data:`crisscross.data.choices.MODES`). Pure:
+    same ``rng`` state, same result. See the module docstring for the modes and short clips."""
+    check_mode(mode)
     spf = sample_rate / fps                                  # audio samples per video frame
 
     def last_start(extra_v: int, extra_a: int) -> int:

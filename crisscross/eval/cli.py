@@ -119,8 +119,8 @@ def _extraction(ckpt, out, cache, no_cache, batch_size, device, seed, quiet, tra
 
 
 def _with_baseline(ckpt: str | None, label: str | None, with_baseline: bool, run: Callable) -> tuple:
-    """``run(checkpoint, row label)``; with the baseline, run it again on the random-init network and
-    add that row to the table (and its report under "baseline")."""
+    """``run(checkpoint, row label)``; with the baseline, run it again on the random-init network (of
+    the checkpoint's architecture) and add that row to the table (and its report under "baseline")."""
     report, table, extra = run(ckpt, label)
     if with_baseline and ckpt is not None:
         base, base_table, _ = run(None, None)
@@ -194,7 +194,7 @@ def linear_command(ckpt, shards, random_init, out, name, label, train_split, tes
                       train_clips or p.train_clips, test_clips or p.test_clips, workers)
     urls = _check_shards(shards)
     report, table, cm = _with_baseline(ckpt, label, with_baseline, lambda c, row: linear_eval(
-        load_backbones(c, device, seed), urls, spec, replace(how, checkpoint=c),
+        load_backbones(c, device, seed, like=ckpt), urls, spec, replace(how, checkpoint=c),
         "test" if select_on_test else "validation", name, row))
     _finish(out, f"linear-{modality}-{report['dataset']}", report, table, cm)
 
@@ -227,7 +227,7 @@ def fusion_command(ckpt, shards, random_init, out, name, label, train_split, tes
                       train_clips or p.train_clips, test_clips or p.test_clips, workers)
     urls = _check_shards(shards)
     report, table, cm = _with_baseline(ckpt, label, with_baseline, lambda c, row: fusion_eval(
-        load_backbones(c, device, seed), urls, specs, replace(how, checkpoint=c),
+        load_backbones(c, device, seed, like=ckpt), urls, specs, replace(how, checkpoint=c),
         "test" if select_on_test else "validation", name, row))
     _finish(out, f"fusion-{report['dataset']}", report, table, cm)
 
@@ -259,7 +259,7 @@ def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, 
                       train_clips or p.train_clips, test_clips or p.test_clips, workers)
     urls = _check_shards(shards)
     report, table, _ = _with_baseline(ckpt, label, with_baseline, lambda c, row: retrieval_eval(
-        load_backbones(c, device, seed), urls, spec, replace(how, checkpoint=c), name, row))
+        load_backbones(c, device, seed, like=ckpt), urls, spec, replace(how, checkpoint=c), name, row))
     _finish(out, f"retrieval-{modality}-{report['dataset']}", report, table, None)
 
 

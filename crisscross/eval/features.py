@@ -129,8 +129,8 @@ def cut_video(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool,
               rng: np.random.Generator | None) -> VideoCut:
     """The JPEG bytes of ``spec.frames`` frames from each start (short clips repeat their last frame)
     and, when augmenting, one drawn parameter set per clip."""
-    from crisscross.data import augment as aug
     from crisscross.data.loader import frame_size
+    from crisscross.data.params import draw_video_params
 
     if clip.num_frames == 0:
         raise EvalError(f"sample {clip.key!r} has no video frames; evaluate it with --modality audio")
@@ -141,15 +141,15 @@ def cut_video(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool,
     params = None
     if augment:
         settings = dataclasses.replace(paper.VIDEO_AUG_EVAL_TRAIN, crop_size=spec.crop_size)
-        params = tuple(aug.draw_video_params(rng, *size, settings) for _ in starts)
+        params = tuple(draw_video_params(rng, *size, settings) for _ in starts)
     return VideoCut(tuple(clip.jpeg(distinct.tolist())), index.reshape(frames.shape), size, params)
 
 
 def cut_audio(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool,
               rng: np.random.Generator | None) -> AudioCut:
     """``spec.audio_seconds`` of int16 samples from each start and, when augmenting, their parameters."""
-    from crisscross.data import augment as aug
     from crisscross.data.loader import audio_window
+    from crisscross.data.params import draw_audio_params
 
     sample_rate = clip.sample_rate
     length = int(round(spec.audio_seconds * sample_rate))
@@ -158,7 +158,7 @@ def cut_audio(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool,
     if augment:
         settings = paper.AUDIO_AUG_EVAL_TRAIN
         steps = length // settings.hop_length + 1
-        params = tuple(aug.draw_audio_params(rng, settings.n_mels, steps, settings) for _ in starts)
+        params = tuple(draw_audio_params(rng, settings.n_mels, steps, settings) for _ in starts)
     return AudioCut(pcm, sample_rate, params)
 
 
@@ -226,14 +226,15 @@ def pooled(backbone: nn.Module, x: torch.Tensor, spec: ClipSpec) -> torch.Tensor
     return pool(fmap, kernel, spec.pool_stride or kernel).flatten(1)
 
 
-def load_backbones(checkpoint: str | None, device: str | torch.device = "cpu", seed: int = 0
-                   ) -> dict[str, nn.Module]:
+def load_backbones(checkpoint: str | None, device: str | torch.device = "cpu", seed: int = 0,
+                   like: str | None = None) -> dict[str, nn.Module]:
     """The frozen video and audio backbones of ``checkpoint``; "random" or None gives the
-    random-initialisation baseline (seeded, so it is the same network every time)."""
-    from crisscross.checkpoint import load_model_or_random
+    random-initialisation baseline (seeded, so it is the same network every time) of the
+    architecture of ``like`` (a checkpoint), or of the paper's model."""
+    from crisscross.export import load_model_or_random
 
     try:
-        model = load_model_or_random(checkpoint, seed)
+        model = load_model_or_random(checkpoint, seed, like)
     except (FileNotFoundError, ValueError) as e:
         raise EvalError(str(e)) from None
     out = {"video": model.video_backbone, "audio": model.audio_backbone}
@@ -430,9 +431,10 @@ def _file_id(path: str) -> list:
 
 
 def cache_key(checkpoint: str | None, url: str, split: str | None, specs: Sequence[ClipSpec],
-              clips_per_video: int, augment: bool, seed: int) -> str:
-    """A hash of everything that defines a feature set (files by path, size and modification time)."""
-    ckpt = ["random", seed] if checkpoint in (None, "random") else _file_id(
+              clips_per_video: int, augment: bool, seed: int, network: Sequence = ()) -> str:
+    """A hash of everything that defines a feature set (files by path, size and modification time;
+    ``network`` tells random initialisations of different architectures apart)."""
+    ckpt = ["random", seed, list(network)] if checkpoint in (None, "random") else _file_id(
         os.path.join(checkpoint, "checkpoint.pt") if os.path.isdir(checkpoint)
         and os.path.exists(os.path.join(checkpoint, "checkpoint.pt")) else checkpoint)
     urls = shard_urls(url)
@@ -464,7 +466,8 @@ def cached_extract(cache_dir: str | os.PathLike | None, checkpoint: str | None, 
     """:func:`extract`, reusing ``cache_dir/features-HASH.npz`` when it exists (no cache when None)."""
     if cache_dir is None:
         return extract(url, split, backbones, specs, clips_per_video, augment, seed=seed, **kw)
-    key = cache_key(checkpoint, url, split, specs, clips_per_video, augment, seed)
+    network = [(m, sum(p.numel() for p in b.parameters())) for m, b in sorted(backbones.items())]
+    key = cache_key(checkpoint, url, split, specs, clips_per_video, augment, seed, network)
     path = Path(cache_dir) / f"features-{split or 'all'}-{key}.npz"
     if path.exists():
         return load_features(path)

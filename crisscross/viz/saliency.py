@@ -51,7 +51,7 @@ def load_crisscross(checkpoint: str | None, device: str | torch.device = "cpu", 
     """The whole model (backbones, projectors, predictors: the cross-modal score needs them) of a
     checkpoint, or a seeded random initialisation for None / "random" (the same network
     :func:`crisscross.eval.features.load_backbones` builds)."""
-    from crisscross.checkpoint import load_model_or_random
+    from crisscross.export import load_model_or_random
 
     try:
         model = load_model_or_random(checkpoint, seed)
@@ -82,7 +82,7 @@ def _branch(model: nn.Module, modality: str, x: Tensor) -> tuple[Tensor, Tensor,
     fmap.requires_grad_(True)
     z = getattr(model, f"{modality}_projector")(global_pool(fmap, backbone.pool))
     # Table 3's common predictor is fed l2-normalised projections (CrissCross.forward does the same).
-    p = getattr(model, f"{modality}_predictor")(F.normalize(z, dim=1) if getattr(model, "common_predictor", False)
+    p = getattr(model, f"{modality}_predictor")(F.normalize(z, dim=1) if model.shared_predictor
                                                 else z)
     return fmap, z, p
 

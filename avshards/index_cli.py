@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import click
 
+from avshards.cli_errors import Exit, fail
 from avshards.index import index_path, write_index
 from avshards.reader import shard_urls
 
@@ -48,7 +49,8 @@ def index_shards(paths: list[str], overwrite: bool = False) -> Iterator[tuple[st
             try:
                 write_index(path)
             except (tarfile.TarError, EOFError) as e:
-                raise ValueError(f"{path} is not a readable tar ({e}); rebuild or re-download that shard.") from None
+                why = str(e).splitlines()[0].rstrip(":")   # tarfile lists every compression it tried
+                raise ValueError(f"{path} is not a readable tar ({why}); rebuild or re-download that shard.") from None
             yield path, True
 
 
@@ -60,19 +62,23 @@ def index_command(shards: tuple[str, ...], overwrite: bool) -> None:
     is older than the shard).
 
     SHARDS: folders of shards, brace patterns or .tar files (local).
+
+    \b
+    Example:
+      avshards index downloaded-shards/ --overwrite
     """
     from tqdm import tqdm
 
     try:
         paths = [p for url in shards for p in local_shards(url)]
     except ValueError as e:
-        raise click.UsageError(str(e)) from None
+        fail(str(e), Exit.USAGE)
     written = skipped = 0
     try:
         for _, did in tqdm(index_shards(paths, overwrite), total=len(paths), unit="shard", disable=None):
             written += did
             skipped += not did
     except ValueError as e:
-        raise click.ClickException(str(e)) from None
+        fail(str(e), Exit.BAD_DATA)
     note = " (already indexed; --overwrite rewrites them)" if skipped else ""
     click.echo(f"indexed {written} shard(s), skipped {skipped}{note}")

@@ -1,5 +1,6 @@
-"""Linear probe during pretraining (Fig. 4 left): top-1 of the linear SVM protocol of
+"""The linear-SVM probe during pretraining (Fig. 4 left): top-1 of the linear SVM protocol of
 :mod:`crisscross.eval` on the CURRENT backbones, logged as ``probe/NAME`` columns of ``log.csv``.
+(Not the linear-layer probe of evaluation, :mod:`crisscross.eval.probe`.)
 
 Small settings suit a probe run every few epochs (a couple of clips per video, no feature cache
 since the weights change). The probe leaves training untouched: the model goes back to its mode and
@@ -8,7 +9,14 @@ every global RNG to its state, so a run with probes follows the same trajectory 
 
 from __future__ import annotations
 
+import click
+import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
+
+from avshards.reader import open_shards, shard_urls
+from crisscross.checkpoint import rng_state, set_rng_state
+from crisscross.eval.errors import EvalError
 
 PROBE_PREFIX = "probe/"        # the column prefix crisscross.viz.curves reads
 
@@ -20,7 +28,7 @@ def probe_due(step: int, steps_per_epoch: int, every: int, total: int) -> bool:
 
 def probe_name(url: str) -> str:
     """The column name of a probe set: ``probe/`` + its folder name (as ``crisscross eval`` names it)."""
-    from crisscross.eval.protocols import dataset_name
+    from crisscross.eval.protocols import dataset_name   # here: keeps scikit-learn off the import path
 
     return PROBE_PREFIX + dataset_name([url])
 
@@ -28,8 +36,6 @@ def probe_name(url: str) -> str:
 def resolve_modality(url: str, modality: str) -> str:
     """``modality``, or for ``auto`` the one the shards have: video when their first sample has
     frames, audio otherwise (ESC-50-like audio-only sets). Raises ValueError for empty shards."""
-    from avshards.reader import open_shards, shard_urls
-
     if not shard_urls(url):
         raise ValueError(f"--probe {url} holds no shards; build a labelled set with "
                          "avshards build --dataset NAME (docs/datasets.md)")
@@ -51,7 +57,7 @@ def probe_accuracy(model: nn.Module, url: str, modality: str, train_clips: int, 
 
     ``model`` gets its training mode back and the global RNGs (torch, CUDA, numpy, python) their
     state, whatever happens inside."""
-    from crisscross.checkpoint import rng_state, set_rng_state
+    # here, not at the top: the protocols need scikit-learn, which a run without probes never loads
     from crisscross.eval.features import protocol_spec
     from crisscross.eval.protocols import Extraction, linear_eval
 
@@ -67,3 +73,22 @@ def probe_accuracy(model: nn.Module, url: str, modality: str, train_clips: int, 
         model.train(was_training)
         set_rng_state(state)
     return float(report["accuracy"])
+
+
+def run_probes(model: nn.Module, probes: dict[str, str], *, train_clips: int, test_clips: int, device: str,
+               seed: int, rank: int, world: int, epoch: int, step: int) -> dict[str, float]:
+    """Rank 0 runs the probe of every ``probes`` url (-> modality) on ``model``'s current backbones
+    and prints each accuracy; the other ranks wait at a barrier. {"probe/NAME": top-1}. A probe set
+    the protocol cannot use is reported and skipped: it must not end the training."""
+    out = {}
+    for url, modality in probes.items() if rank == 0 else ():
+        name = probe_name(url)
+        try:
+            out[name] = probe_accuracy(model, url, modality, train_clips, test_clips, device, seed)
+        except EvalError as e:
+            click.echo(f"{name} skipped at step {step}: {e}", err=True)
+            continue
+        tqdm.write(f"{name} ({modality}): top-1 {out[name]:.1%} after epoch {epoch + 1} (step {step})")
+    if world > 1:
+        dist.barrier()
+    return out
