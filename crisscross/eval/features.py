@@ -129,7 +129,7 @@ def cut_video(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool,
               rng: np.random.Generator | None) -> VideoCut:
     """The JPEG bytes of ``spec.frames`` frames from each start (short clips repeat their last frame)
     and, when augmenting, one drawn parameter set per clip."""
-    from crisscross.data.loader import frame_size
+    from crisscross.data.selection import frame_size
     from crisscross.data.params import draw_video_params
 
     if clip.num_frames == 0:
@@ -148,7 +148,7 @@ def cut_video(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool,
 def cut_audio(clip: AVClip, starts: np.ndarray, spec: ClipSpec, augment: bool,
               rng: np.random.Generator | None) -> AudioCut:
     """``spec.audio_seconds`` of int16 samples from each start and, when augmenting, their parameters."""
-    from crisscross.data.loader import audio_window
+    from crisscross.data.selection import audio_window
     from crisscross.data.params import draw_audio_params
 
     sample_rate = clip.sample_rate
