@@ -175,3 +175,40 @@ def test_solver_binary_problem_has_one_column(sfx_features):
     assert model.weight.shape == (x.shape[1] + 1, 1) and model.classes.tolist() == [0, 1]
     scores = model.decision_function(x)
     assert np.allclose(scores[:, 0], -scores[:, 1]) and (scores.argmax(1) == y).mean() >= 0.95
+
+
+# --- the feature cache ------------------------------------------------------------------------------
+def test_cache_key_covers_checkpoint_seed_and_clip_settings(sfx_shards, tmp_path):
+    """A change of the checkpoint (rewritten in place), the seed or any clip setting misses the cache
+    (a new file, features of the new setting); the same settings hit it. Kills the mutants "the key
+    leaves out the seed / the clip settings / the checkpoint's contents" (a stale feature set would be
+    returned). The tiny model: what is cached does not depend on the network's size."""
+    from crisscross.eval.features import cached_extract
+
+    ckpt, cache = tmp_path / "run" / "checkpoint.pt", tmp_path / "cache"
+
+    def write_checkpoint(seed):
+        torch.manual_seed(seed)
+        save_checkpoint(ckpt, {"model": build_crisscross("tiny").state_dict(), "config": {"model": "tiny"}})
+
+    def run(spec, clips=1, augment=True, seed=0):
+        backbones = load_backbones(str(ckpt))
+        files = set(cache.glob("*.npz")) if cache.exists() else set()
+        feats = cached_extract(cache, str(ckpt), sfx_shards, "test", backbones, [spec], clips, augment,
+                               seed=seed, progress=False)["audio"]
+        return feats.features, len(set(cache.glob("*.npz")) - files)
+
+    write_checkpoint(1)
+    spec = protocol_spec("audio_linear", "audio")
+    base, new = run(spec)
+    assert new == 1
+    again, new = run(spec)
+    assert new == 0 and np.array_equal(base, again)                                   # a hit
+    changes = {"seed": dict(seed=1), "clips per video": dict(clips=2), "augmentation": dict(augment=False),
+               "audio seconds": dict(spec=protocol_spec("audio_linear", "audio", audio_seconds=1.0))}
+    for what, change in changes.items():
+        feats, new = run(**{"spec": spec, **change})
+        assert new == 1 and not np.array_equal(feats, base), what                       # a miss
+    write_checkpoint(2)                                                               # same path, new weights
+    feats, new = run(spec)
+    assert new == 1 and not np.array_equal(feats, base)
