@@ -211,3 +211,39 @@ def test_user_errors_are_one_clear_line(shards, tmp_path):
         result = runner.invoke(crisscross_cli, ["viz", *args, "--out", str(tmp_path / "o")]
                                if args[0] != "curves" else ["viz", *args])
         assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, result.output
+
+
+# --- Fig. 5 right: accuracy against the pretraining set size -----------------------------------------
+def test_scaling_reads_sizes_from_the_checkpoint_and_size_and_draws_the_paper(shards, tmp_path):
+    """Three linear reports of UCF101 (the real report writer): one whose checkpoint was trained on
+    ``shards`` (9 videos, read from its manifest), two sized by --size. The table lists them by size
+    with where each size came from; --paper adds Table 4's dashed line in the same colour; a random
+    init report or one without a size is refused in one sentence. Kills "size read from the wrong
+    place", "points not sorted by size", "paper line missing"."""
+    from crisscross.eval.report import write_report
+
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoint.pt", {"model": {}, "config": {"shards": shards}})
+    reports = []
+    for method, accuracy, checkpoint in (("tiny", 0.30, str(ckpt)), ("ks", 0.55, None), ("k400", 0.70, None)):
+        report = {"protocol": "linear", "dataset": "UCF101", "method": method, "accuracy": accuracy,
+                  "checkpoint": checkpoint, "random_init": False}
+        reports.append(str(write_report(tmp_path / "eval" / method, "linear-video-UCF101", report, "")["json"]))
+    out = viz("scaling", *reports, "--size", "ks=kinetics-sound", "--size", "k400=240K", "--out", str(tmp_path / "a"))
+    rows = [line for line in out.splitlines() if line.startswith("| UCF101")]
+    assert rows == ["| UCF101 | tiny | 9 | 30.0 | manifest of " + shards + " |",
+                    "| UCF101 | ks | 22,000 | 55.0 | --size |", "| UCF101 | k400 | 240,000 | 70.0 | --size |"]
+    with_paper = picture(tmp_path / "a" / "scaling.png").astype(int)
+    viz("scaling", *reports, "--size", "ks=kinetics-sound", "--size", "k400=240K", "--no-paper", "--out", str(tmp_path / "b"))
+    alone = picture(tmp_path / "b" / "scaling.png").astype(int)
+    assert with_paper.shape == alone.shape == (400, 550, 3)                # 5.5 x 4 inches at 100 dpi
+
+    def colour(img, rgb):
+        return (np.abs(img - rgb).sum(-1) < 40).sum()
+    blue, paper_blue = [31, 119, 180], [120, 173, 210]                   # matplotlib's C0; C0 at alpha 0.6
+    assert colour(alone, blue) > 200 and colour(with_paper, blue) > 200   # our line in both
+    # (light blue also lines the edges of our own line: the paper's dashed line about doubles it)
+    assert colour(with_paper, paper_blue) > 1.6 * colour(alone, paper_blue)
+    runner = CliRunner()
+    for args, words in ((reports[1:2], "--size ks=N"), ([str(ckpt)], "not a report written by")):
+        result = runner.invoke(crisscross_cli, ["viz", "scaling", *args, "--out", str(tmp_path / "c")])
+        assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, result.output
