@@ -37,15 +37,36 @@ def cache(tmp_path_factory):
 
 
 def test_svm_beats_chance_on_real_sounds_with_random_features(sfx_shards, cache):
-    spec = protocol_spec("audio_linear", "audio")
-    how = Extraction(None, train_clips=2, test_clips=1, cache_dir=cache, progress=False)
+    """The linear SVM protocol end to end (C chosen on validation) learns real sounds: 18 test sounds
+    of 9 classes, 2.5 x chance = 5 right (p ~ 0.05 by luck alone; 6-9 right here).
+
+    Why not the 2 s ESC-50 window with 2 training clips (the test until issue 19): these sounds last
+    0.13-1.07 s, so a 2 s log-mel is mostly padding and its random crop / masks often remove the
+    sound; with 2 such clips per sound every C of the sweep scored 2-4 of 18 (even chosen on the test
+    split), and the 9-sound validation part picked among them by noise (CI: C=0.005, 3 of 18). A
+    0.5 s window and E.1's 10 training clips per sound: 4-9 of 18 over the grid and extraction seeds,
+    the validation choice 6-9. Kills "labels shuffled against clips", "scores not averaged per video"."""
+    spec = protocol_spec("audio_linear", "audio", audio_seconds=0.5)
+    how = Extraction(None, train_clips=10, test_clips=1, cache_dir=cache, progress=False)
     report, table, (cm, classes) = linear_eval(load_backbones(None), [sfx_shards], spec, how)
     chance = 1 / len(CLASSES)
-    assert report["accuracy"] >= 2.5 * chance, report["splits"]      # 18 test sounds; 7 right here
-    assert report["feature_dim"] == 4608            # 512 x 3 x 3: conv5 3x7, max pool (1,3)/(1,2), 2 s
+    assert report["accuracy"] >= 2.5 * chance, report["splits"]
+    assert report["feature_dim"] == 1536            # 512 x 3 x 1: conv5 3x2 at 0.5 s, max pool (1,3)/(1,2)
     assert report["select_on"] == "validation" and "validation part" in report["notes"][0]
-    assert classes == sorted(CLASSES) and cm.sum() == 2 * len(CLASSES)
+    # one vote per test sound: the confusion matrix counts each once, its diagonal is the accuracy
+    assert classes == sorted(CLASSES) and cm.sum() == 2 * len(CLASSES) and (cm.sum(1) == 2).all()
+    assert np.trace(cm) / cm.sum() == pytest.approx(report["accuracy"])
     assert "| random init |" in table
+
+
+def test_audio_linear_features_are_4608_d():
+    """E.1 ESC-50: 2 s log-mel (80 x 201) -> conv5 3x7 -> max pool (1,3) stride (1,2) -> 4608-d."""
+    from crisscross.eval.features import pooled
+
+    spec = protocol_spec("audio_linear", "audio")
+    backbone = load_backbones(None)["audio"].to("meta")
+    assert spec.audio_seconds == 2.0
+    assert pooled(backbone, torch.empty(1, 1, 80, 201, device="meta"), spec).shape == (1, 4608)
 
 
 @pytest.mark.slow
