@@ -233,3 +233,26 @@ def test_cache_key_covers_checkpoint_seed_and_clip_settings(sfx_shards, tmp_path
     write_checkpoint(2)                                                               # same path, new weights
     feats, new = run(spec)
     assert new == 1 and not np.array_equal(feats, base)
+
+
+def test_mean_and_std_over_split_folders(sfx_shards, media, tmp_path):
+    """Two folds (fold 2 tests sounds 3-4 instead of 1-2): the report's accuracy is the mean of the
+    folds' and accuracy_std their population standard deviation; the confusion matrix counts the 36
+    test sounds of both. Kills "only the first fold", "sample std", "clips pooled across folds". The
+    tiny model through a checkpoint, one clip per sound: the bookkeeping does not need the paper's."""
+    items = [SourceItem(str(media / f"audio/arcade_sfx/{c}{n}.wav"), c, "test" if n in (3, 4) else "train", id=f"{c}{n}")
+             for c in CLASSES for n in range(1, 6)]
+    fold2 = tmp_path / "arcade-2"
+    assert build(items, fold2, workers=2, progress=False).num_samples == len(items)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    torch.manual_seed(0)
+    save_checkpoint(ckpt, {"model": build_crisscross("tiny").state_dict(), "config": {"model": "tiny"}})
+    how = Extraction(str(ckpt), train_clips=1, test_clips=1, progress=False)
+    report, _, (cm, _) = linear_eval(load_backbones(str(ckpt)), [sfx_shards, str(fold2)],
+                                     protocol_spec("audio_linear", "audio", audio_seconds=0.5), how)
+    folds = [s["accuracy"] for s in report["splits"]]
+    assert len(folds) == 2 and folds[0] != folds[1], folds           # the case tells mean and std apart
+    assert report["accuracy"] == pytest.approx(np.mean(folds))
+    assert report["accuracy_std"] == pytest.approx(abs(folds[0] - folds[1]) / 2)     # population std
+    assert cm.sum() == 2 * 2 * len(CLASSES) and np.trace(cm) == round(sum(folds) * 2 * len(CLASSES))
+    assert "averaged over 2 split(s)" in report["notes"][1]

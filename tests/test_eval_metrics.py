@@ -139,3 +139,15 @@ def test_c_is_chosen_on_validation_and_only_it_is_scored_on_test():
     assert chosen.C == best_on_validation and chosen.selected_on == "validation"
     assert [c for c, v in chosen.sweep.items() if "test" in v] == [chosen.C]
     assert chosen.accuracy == pytest.approx(on_test.sweep[chosen.C]["test"]) and chosen.accuracy < on_test.accuracy
+
+
+@pytest.mark.gpu
+def test_sweep_on_cuda_matches_cpu():
+    """The solver on a GPU (``--device cuda``): the same choice of C, accuracy and validation scores."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    train, test = _c_disagreement_case()
+    cpu, gpu = svm_sweep(train, test), svm_sweep(train, test, device="cuda")
+    assert (gpu.C, gpu.accuracy, gpu.sweep) == (cpu.C, cpu.accuracy, cpu.sweep)
