@@ -235,6 +235,7 @@ def test_cache_key_covers_checkpoint_seed_and_clip_settings(sfx_shards, tmp_path
     assert new == 1 and not np.array_equal(feats, base)
 
 
+@pytest.mark.slow      # ~40 s on 2 shared cores: it builds a second fold
 def test_mean_and_std_over_split_folders(sfx_shards, media, tmp_path):
     """Two folds (fold 2 tests sounds 3-4 instead of 1-2): the report's accuracy is the mean of the
     folds' and accuracy_std their population standard deviation; the confusion matrix counts the 36

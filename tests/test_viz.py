@@ -137,10 +137,12 @@ def test_embeddings_two_checkpoints_side_by_side(shards, checkpoints, tmp_path):
     for modality in ("video", "audio"):
         img = picture(tmp_path / f"embeddings-{modality}.png")
         assert img.shape == (400, 800, 3)                     # 2 panels of 4 x 4 inches at 100 dpi
-        # Each panel shows the 9 videos in their 3 class colours (the silent bikes too, in audio).
+        # Each panel shows the videos in their class colours: all 3 for video; for audio at least 2
+        # (the silent bikes clips have one identical feature: a single point that others may cover).
         # Kills "one panel drawn twice / empty", "labels not passed" (every point one colour).
         for panel in (img[:, :400], img[:, 400:]):
-            assert sum(colour_pixels(panel, c) > 30 for c in TAB10) == 3, modality
+            shown = sum(colour_pixels(panel, c) > 30 for c in TAB10)
+            assert shown == 3 if modality == "video" else shown >= 2, (modality, shown)
     index = (tmp_path / "index.md").read_text()
     assert "(embeddings-video.png)" in index and "(embeddings-audio.png)" in index and "trained:" in index
 
