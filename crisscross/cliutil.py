@@ -98,3 +98,18 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         return _invoke(super().invoke, ctx)
+
+
+def check_device(ctx, param, value: str) -> str:
+    """A click callback: ``value`` must name a torch device that exists here (one clear line if not)."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise click.BadParameter(f"{value!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter(f"{value!r}: no CUDA device is available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise click.BadParameter(f"{value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return value

@@ -161,6 +161,16 @@ ABLATION_LR = {"v1v2": (1e-4, 1e-3), "a1a2": (1e-5, 1e-4)}   # (base, predictor)
 
 
 # --- Full fine-tuning (Table S11, Appendix G.2) --------------------------------------------------
+EVAL_CROP_SIZE = 224           # E.1 / E.2: "a spatial resolution of 224^2" (linear SVM and fine-tuning)
+
+
+def eval_short_side(crop_size: int) -> int:
+    """The short side evaluation resizes frames to before a centre crop of ``crop_size`` (the
+    paper's 112 -> 128, i.e. crop / 0.875): 128 for 112^2, 256 for 224^2. Shards built with a
+    smaller ``--short-side`` are upscaled."""
+    return round(crop_size * EVAL_RESIZE / CROP_SIZE)
+
+
 @dataclass(frozen=True)
 class FinetuneSettings:
     frames: int
@@ -174,13 +184,16 @@ class FinetuneSettings:
     momentum: float = 0.9
     dropout: float = 0.0
     test_clips: int = 10            # E.2: 10 equally spaced clips, softmax averaged
+    epoch_size: int | None = None   # training clips per epoch ("es"); None: one clip per training video
 
 
+# Table S11 (es = epoch size: 95K clips for UCF101, 35K for HMDB51, about 10 clips per training
+# video of split 1's 9,537 / 3,570 videos; the official code also takes 10 clips per video).
 FINETUNE = {
-    ("ucf101", 8): FinetuneSettings(8, 224, 64, 20, (6, 10, 14), 5e-4, 0.3),
-    ("ucf101", 32): FinetuneSettings(32, 224, 32, 20, (8, 12, 16), 7e-5, 0.3),
-    ("hmdb51", 8): FinetuneSettings(8, 224, 64, 20, (6, 10, 14), 5e-4, 0.1),
-    ("hmdb51", 32): FinetuneSettings(32, 224, 32, 20, (8, 12, 16), 1e-4, 0.3),
+    ("ucf101", 8): FinetuneSettings(8, EVAL_CROP_SIZE, 64, 20, (6, 10, 14), 5e-4, 0.3, epoch_size=95_000),
+    ("ucf101", 32): FinetuneSettings(32, EVAL_CROP_SIZE, 32, 20, (8, 12, 16), 7e-5, 0.3, epoch_size=95_000),
+    ("hmdb51", 8): FinetuneSettings(8, EVAL_CROP_SIZE, 64, 20, (6, 10, 14), 5e-4, 0.1, epoch_size=35_000),
+    ("hmdb51", 32): FinetuneSettings(32, EVAL_CROP_SIZE, 32, 20, (8, 12, 16), 1e-4, 0.3, epoch_size=35_000),
 }
 
 
@@ -196,11 +209,13 @@ class ProtocolSettings:
     pool_stride: tuple[int, ...] | None = None
     frames: int = VIDEO_FRAMES
     audio_seconds: float = AUDIO_SECONDS
+    crop_size: int = CROP_SIZE      # video crop
 
 
 EVAL = {
-    # E.1 HMDB51 / UCF101: 25 augmented training clips, 10 uniform test clips, conv5 -> (1,4,4).
-    "video_linear": ProtocolSettings(25, 10, (1, 4, 4)),
+    # E.1 HMDB51 / UCF101: 8-frame inputs at 224^2, 25 augmented training clips, 10 uniform test
+    # clips, conv5 (1x7x7) -> max pool (1,4,4) -> 8192-d.
+    "video_linear": ProtocolSettings(25, 10, (1, 4, 4), crop_size=EVAL_CROP_SIZE),
     # E.1 ESC-50: 10 epochs of augmented training clips, 10 test segments (2 s), (1,3)/(1,2).
     "audio_linear": ProtocolSettings(10, 10, (1, 3), (1, 2)),
     # E.1 DCASE: 60 clips per sample, 1 s inputs, same pooling as ESC-50.
@@ -208,10 +223,26 @@ EVAL = {
     # E.1 fusion on Kinetics-Sound: 10 clips, 2 s; video (1,2,2), audio (1,4) -> 2048-d each.
     "fusion_video": ProtocolSettings(10, 10, (1, 2, 2), audio_seconds=2.0),
     "fusion_audio": ProtocolSettings(10, 10, (1, 4), audio_seconds=2.0),
-    # E.3 retrieval: 10 uniform clips per video (train and test), averaged features.
-    "retrieval": ProtocolSettings(10, 10, (1, 4, 4)),
+    # E.3 retrieval: 10 uniform clips per video (train and test) of "2-second inputs" (32 frames at
+    # 16 fps; the crop is not given: the pretraining 112^2), averaged features.
+    "retrieval": ProtocolSettings(10, 10, (1, 4, 4), frames=2 * FPS),
 }
 RETRIEVAL_K = (1, 5, 20)            # E.3 / Table 7
+# E.1 Kinetics-400 (and 32-frame UCF101 / HMDB51): a linear layer on the frozen backbone instead of
+# the SVM, 1 training clip per video per epoch for Kinetics-400, 10 for 32-frame UCF / HMDB.
+PROBE_CLIPS_PER_VIDEO = {"kinetics400": 1, "ucf101": 10, "hmdb51": 10}
+
+
+# --- Linear evaluation against pretraining set size (Table 4, Fig. 5 right) ----------------------
+PRETRAIN_SET_SIZE = {"kinetics-sound": 22_000, "kinetics400": 240_000, "audioset": 1_800_000}  # Table 4 header
+LINEAR_TOP1 = {     # Table 4: top-1 linear evaluation, by (downstream, pretraining set)
+    "HMDB51": {"kinetics-sound": 0.457, "kinetics400": 0.500, "audioset": 0.562},
+    "UCF101": {"kinetics-sound": 0.781, "kinetics400": 0.839, "audioset": 0.877},
+    "Kinetics400": {"kinetics-sound": 0.390, "kinetics400": 0.445, "audioset": 0.501},
+    "ESC50": {"kinetics-sound": 0.828, "kinetics400": 0.868, "audioset": 0.905},
+    "DCASE": {"kinetics-sound": 0.930, "kinetics400": 0.960, "audioset": 0.970},
+}
+SCALING_DATASETS = ("HMDB51", "UCF101", "Kinetics400", "ESC50")   # Fig. 5 right leaves DCASE out (Sec. 4.6)
 
 
 # --- Kinetics-Sound (Appendix C.1; the 32 classes as the authors listed them) --------------------

@@ -31,6 +31,8 @@ SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", ";;"}
 KEYWORDS = {"do", "then", "else", "time", "sudo", "env", "exec", "nohup", "!", "$"}
 REDIRECTS = {">", ">>", "<", "2>", "&>", "2>&1", ">&"}
 SHELL_EXPANSION = re.compile(r"[$*?{}\[\]<>]")    # a value the shell fills in: not checkable here
+# Options docs/reproduce.md already shows for `crisscross train` that the training half of issue 15
+# adds (Tables 3 and 5, Sec. 4.5); the lead removes this set once they exist.
 PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*(\.\.\.)?")  # NAME, CKPT, SHARDS...: the reader fills it in
 
 
@@ -350,7 +352,7 @@ def test_help_examples_exist(programs):
 def test_docs_are_found():
     """The scan sees the docs and the commands in them (an empty scan would pass everything)."""
     names = {p.name for p in DOCS}
-    assert {"README.md", "datasets.md", "troubleshooting.md"} <= names
+    assert {"README.md", "datasets.md", "troubleshooting.md", "reproduce.md"} <= names
     found = [words for doc in DOCS for _, line in fenced_shell_lines(doc.read_text()) for words in split_shell(line)
              if invocation(words)]
     assert len(found) >= 20
@@ -384,6 +386,27 @@ def test_checker_catches_rot(programs, tmp_path):
     assert _module_problem(["python", "-m", "crisscross.nope", "train"]) == "there is no module crisscross.nope"
     assert invocation(["torchrun", "--nproc-per-node", "4", "-m", "crisscross.cli", "train", "x"]) == \
         ("crisscross", ["train", "x"])
+
+
+def test_pending_train_options_are_skipped_only_for_train(programs):
+    """The not-yet-existing training options of docs/reproduce.md pass (with their value), nothing else does."""
+    ok = check_invocation("crisscross", ["train", "shards/ks", "--predictor", "shared", "--projector-layers", "2",
+                                         "--video-aug", "MSC,HF", "--temporal-consistency", "frame"], programs)
+    assert ok == []
+    assert "no option --no-such" in check_invocation("crisscross", ["train", "s/", "--predictor", "shared",
+                                                                   "--no-such", "1"], programs)[0]
+    assert "no option --predictor" in check_invocation("crisscross", ["eval", "linear", "random", "s/",
+                                                                     "--predictor", "shared"], programs)[0]
+
+
+def test_reproduce_has_a_row_per_table_and_figure():
+    """docs/reproduce.md names every table and figure of the paper in its summary table."""
+    text = (REPO / "docs" / "reproduce.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    wanted = [*(f"Table {n}" for n in range(1, 9)), "Tables S1-S4", "Tables S5-S8", "Table S10", "Table S11",
+              "Fig. 1", "Fig. 3", "Fig. 4 left", "Fig. 4 right", "Fig. 5 left", "Fig. 5 right", "Figs. S1, S2"]
+    missing = [w for w in wanted if not any(r.startswith(f"| {w} |") for r in rows)]
+    assert not missing, f"docs/reproduce.md lacks rows for {missing}"
 
 
 # --- every user error message is in docs/troubleshooting.md ---------------------------------------

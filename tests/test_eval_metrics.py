@@ -100,3 +100,54 @@ def test_combine_reports_lays_out_methods_by_datasets(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     bad = CliRunner().invoke(crisscross_cli, ["eval", "table", str(tmp_path / "bad.json")])
     assert bad.exit_code != 0 and "not a report" in bad.output
+
+
+def _c_disagreement_case() -> tuple[ClipFeatures, ClipFeatures]:
+    """1-D features where validation and test prefer different C (see the test below).
+
+    Fit part: 35 "a" videos far left (-6), 5 "a" at 0, 8 "b" at 2. Every C up to 1e-2 puts the
+    boundary left of 0 (the far "a" mass dominates a heavily regularised fit), C = 1 puts it
+    between 0 and 2 (the margin). The validation part holds its "b" videos at 0.4 (only small C
+    gets them right); the test split has "a" videos at -0.2 (only large C gets them right)."""
+    rng = np.random.default_rng(0)
+    labels = ["a"] * 50 + ["b"] * 10
+    _, val = validation_split(labels, seed=0)                 # the part svm_sweep holds out (seed 0)
+    x = np.empty(len(labels))
+    fit_a = [i for i in range(50) if i not in val]
+    x[fit_a] = rng.normal(-6, 0.3, len(fit_a))
+    x[fit_a[:5]] = rng.normal(0, 0.05, 5)
+    x[50:] = rng.normal(2, 0.05, 10)
+    x[[i for i in val if labels[i] == "a"]] = -6.0
+    x[[i for i in val if labels[i] == "b"]] = 0.4
+    train = ClipFeatures(x[:, None].astype(np.float32), np.arange(60), [f"t{i}" for i in range(60)], labels)
+    test_x = np.r_[np.full(10, -0.2), np.full(10, 2.0)] + rng.normal(0, 0.02, 20)
+    test = ClipFeatures(test_x[:, None].astype(np.float32), np.arange(20), [f"s{i}" for i in range(20)],
+                        ["a"] * 10 + ["b"] * 10)
+    return train, test
+
+
+def test_c_is_chosen_on_validation_and_only_it_is_scored_on_test():
+    """Kills the mutants "choose C by test accuracy but call it validation" (the chosen C would be the
+    test argmax, 1.0) and "score every C on the test split" (test accuracies beside other Cs)."""
+    train, test = _c_disagreement_case()
+    on_test = svm_sweep(train, test, select_on="test")
+    chosen = svm_sweep(train, test)
+    validation = {c: v["validation"] for c, v in chosen.sweep.items()}
+    best_on_validation = min(c for c, a in validation.items() if a == max(validation.values()))
+    best_on_test = min(c for c, v in on_test.sweep.items() if v["test"] == on_test.accuracy)
+    assert best_on_validation != best_on_test, (validation, on_test.sweep)      # the case discriminates
+    assert chosen.C == best_on_validation and chosen.selected_on == "validation"
+    assert [c for c, v in chosen.sweep.items() if "test" in v] == [chosen.C]
+    assert chosen.accuracy == pytest.approx(on_test.sweep[chosen.C]["test"]) and chosen.accuracy < on_test.accuracy
+
+
+@pytest.mark.gpu
+def test_sweep_on_cuda_matches_cpu():
+    """The solver on a GPU (``--device cuda``): the same choice of C, accuracy and validation scores."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    train, test = _c_disagreement_case()
+    cpu, gpu = svm_sweep(train, test), svm_sweep(train, test, device="cuda")
+    assert (gpu.C, gpu.accuracy, gpu.sweep) == (cpu.C, cpu.accuracy, cpu.sweep)

@@ -1,7 +1,8 @@
 """`crisscross viz` end to end on CPU: shards built from real media, a freshly initialised
 checkpoint and one trained for two steps by `crisscross.train.train` (whose log.csv also feeds
 the curves). Pictures are checked for their documented size (= number of panels), for not being
-a constant image, and for what they must show (green / red frames, one line per run).
+a constant image, and for what they must show (class colours in every panel, green / red frames,
+one line per run in every panel, the paper's line).
 
 The labeled set: three classes cut from real videos (Big Buck Bunny with 6-ch AAC, the movie
 trailer with MP3, bikes without audio), 1.5 s segments as separate videos; segment 0 of each
@@ -73,6 +74,14 @@ def picture(path) -> np.ndarray:
     return img
 
 
+def colour_pixels(img: np.ndarray, rgb, tolerance: int = 60) -> int:
+    """Pixels of ``img`` within ``tolerance`` (sum of channel differences) of ``rgb``."""
+    return int((np.abs(img.astype(int) - rgb).sum(-1) < tolerance).sum())
+
+
+TAB10 = [(31, 119, 180), (255, 127, 14), (44, 160, 44)]          # matplotlib's C0, C1, C2 (tab10)
+
+
 def both(ckpts: dict[str, str]) -> list[str]:
     return ["--ckpt", f"fresh={ckpts['fresh']}", "--ckpt", f"trained={ckpts['trained']}"]
 
@@ -128,6 +137,12 @@ def test_embeddings_two_checkpoints_side_by_side(shards, checkpoints, tmp_path):
     for modality in ("video", "audio"):
         img = picture(tmp_path / f"embeddings-{modality}.png")
         assert img.shape == (400, 800, 3)                     # 2 panels of 4 x 4 inches at 100 dpi
+        # Each panel shows the videos in their class colours: all 3 for video; for audio at least 2
+        # (the silent bikes clips have one identical feature: a single point that others may cover).
+        # Kills "one panel drawn twice / empty", "labels not passed" (every point one colour).
+        for panel in (img[:, :400], img[:, 400:]):
+            shown = sum(colour_pixels(panel, c) > 30 for c in TAB10)
+            assert shown == 3 if modality == "video" else shown >= 2, (modality, shown)
     index = (tmp_path / "index.md").read_text()
     assert "(embeddings-video.png)" in index and "(embeddings-audio.png)" in index and "trained:" in index
 
@@ -173,8 +188,13 @@ def sfx_shards(media, tmp_path_factory) -> str:
 def test_neighbours_of_audio_only_shards_show_log_mels(sfx_shards, tmp_path):
     viz("neighbours", sfx_shards, "--ckpt", "random", "--modality", "audio", "--queries", "2",
         "--k", "3", "--clips", "1", "--out", str(tmp_path), "--device", "cpu", "--quiet")
-    img = picture(tmp_path / "neighbours-audio-random-init.png")
+    img = picture(tmp_path / "neighbours-audio-random-init.png").astype(int)
     assert img.shape == (300, 520, 3)         # 2 queries x (query + top-3)
+    # 6 gallery sounds, 2 per class: each query's top 3 holds at least one of another class (a red
+    # frame), and the log-mel tiles are drawn (magma's dark purples, not blank tiles).
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    assert ((r > 170) & (g < 80) & (b < 80)).sum() > 2 * 200
+    assert colour_pixels(img, (60, 15, 110), 90) > 1000
 
 
 def test_audio_saliency_of_audio_only_shards(sfx_shards, tmp_path):
@@ -197,6 +217,12 @@ def test_curves_of_two_runs_with_probe_accuracy(checkpoints, tmp_path):
     assert "5 panels: total, intra, sync, async, probe/ucf101" in out
     img = picture(tmp_path / "viz" / "curves.png")
     assert img.shape == (320, 5 * 450, 3)
+    # Both runs on each loss panel, in their own colour (C0, C1); the probe panel has the one run
+    # with probe.csv (kills "one run per figure", "panels from one run only").
+    panels = [img[:, 450 * i:450 * (i + 1)] for i in range(5)]
+    for i, panel in enumerate(panels[:4]):
+        assert colour_pixels(panel, TAB10[0]) > 50 and colour_pixels(panel, TAB10[1]) > 50, i
+    assert colour_pixels(panels[4], TAB10[1]) > 50
     assert "curves.png" in (tmp_path / "viz" / "index.md").read_text()
 
 
@@ -210,4 +236,40 @@ def test_user_errors_are_one_clear_line(shards, tmp_path):
     for args, words in cases:
         result = runner.invoke(crisscross_cli, ["viz", *args, "--out", str(tmp_path / "o")]
                                if args[0] != "curves" else ["viz", *args])
+        assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, result.output
+
+
+# --- Fig. 5 right: accuracy against the pretraining set size -----------------------------------------
+def test_scaling_reads_sizes_from_the_checkpoint_and_size_and_draws_the_paper(shards, tmp_path):
+    """Three linear reports of UCF101 (the real report writer): one whose checkpoint was trained on
+    ``shards`` (9 videos, read from its manifest), two sized by --size. The table lists them by size
+    with where each size came from; --paper adds Table 4's dashed line in the same colour; a random
+    init report or one without a size is refused in one sentence. Kills "size read from the wrong
+    place", "points not sorted by size", "paper line missing"."""
+    from crisscross.eval.report import write_report
+
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoint.pt", {"model": {}, "config": {"shards": shards}})
+    reports = []
+    for method, accuracy, checkpoint in (("tiny", 0.30, str(ckpt)), ("ks", 0.55, None), ("k400", 0.70, None)):
+        report = {"protocol": "linear", "dataset": "UCF101", "method": method, "accuracy": accuracy,
+                  "checkpoint": checkpoint, "random_init": False}
+        reports.append(str(write_report(tmp_path / "eval" / method, "linear-video-UCF101", report, "")["json"]))
+    out = viz("scaling", *reports, "--size", "ks=kinetics-sound", "--size", "k400=240K", "--out", str(tmp_path / "a"))
+    rows = [line for line in out.splitlines() if line.startswith("| UCF101")]
+    assert rows == ["| UCF101 | tiny | 9 | 30.0 | manifest of " + shards + " |",
+                    "| UCF101 | ks | 22,000 | 55.0 | --size |", "| UCF101 | k400 | 240,000 | 70.0 | --size |"]
+    with_paper = picture(tmp_path / "a" / "scaling.png").astype(int)
+    viz("scaling", *reports, "--size", "ks=kinetics-sound", "--size", "k400=240K", "--no-paper", "--out", str(tmp_path / "b"))
+    alone = picture(tmp_path / "b" / "scaling.png").astype(int)
+    assert with_paper.shape == alone.shape == (400, 550, 3)                # 5.5 x 4 inches at 100 dpi
+
+    def colour(img, rgb):
+        return (np.abs(img - rgb).sum(-1) < 40).sum()
+    blue, paper_blue = [31, 119, 180], [120, 173, 210]                   # matplotlib's C0; C0 at alpha 0.6
+    assert colour(alone, blue) > 200 and colour(with_paper, blue) > 200   # our line in both
+    # (light blue also lines the edges of our own line: the paper's dashed line about doubles it)
+    assert colour(with_paper, paper_blue) > 1.6 * colour(alone, paper_blue)
+    runner = CliRunner()
+    for args, words in ((reports[1:2], "--size ks=N"), ([str(ckpt)], "not a report written by")):
+        result = runner.invoke(crisscross_cli, ["viz", "scaling", *args, "--out", str(tmp_path / "c")])
         assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, result.output

@@ -16,12 +16,12 @@ from dataclasses import replace
 
 import click
 
-from avshards.format import SchemaError
 from crisscross import paper
-from crisscross.cliutil import default_device, options, report
+from crisscross.cliutil import check_device, default_device, options, report
 from crisscross.eval.errors import EvalError
 
 FINETUNE_DATASETS = sorted({name for name, _ in paper.FINETUNE})
+PROBE_PRESETS = sorted(paper.PROBE_CLIPS_PER_VIDEO)
 
 
 # Arguments and options every protocol shares.
@@ -41,8 +41,8 @@ common_options = options(
     click.option("--test-split", default="test", show_default=True,
                  help="Value of the samples' json 'split' used for testing."),
     click.option("--device", default=default_device, show_default="cuda if available, else cpu",
-                 help="Torch device for the backbone."),
-    click.option("--batch-size", type=int, default=None,
+                 callback=check_device, help="Torch device for the backbone (and the SVM's solver)."),
+    click.option("--batch-size", type=click.IntRange(1), default=None,
                  help="Clips per forward pass (feature protocols: 32) or training batch size "
                  "(fine-tuning / probe: the paper's setting)."),
     click.option("--seed", type=int, default=0, show_default=True,
@@ -53,22 +53,23 @@ common_options = options(
 
 # Options of the frozen-feature protocols (SVM, fusion, retrieval).
 feature_options = options(
-    click.option("--train-clips", type=int, default=None,
+    click.option("--train-clips", type=click.IntRange(1), default=None,
                  help="Clips per training video (default: the protocol's, e.g. 25 video / 10 audio)."),
-    click.option("--test-clips", type=int, default=None,
+    click.option("--test-clips", type=click.IntRange(1), default=None,
                  help="Uniformly spaced clips per test video (default: the protocol's, 10)."),
-    click.option("--frames", type=int, default=None, help="Frames per video clip (default 8)."),
-    click.option("--crop-size", type=int, default=None,
-                 help="Video crop size (default 112; the paper's UCF/HMDB tables use 224 - build "
-                 "those shards with --short-side 256)."),
-    click.option("--audio-seconds", type=float, default=None,
+    click.option("--frames", type=click.IntRange(1), default=None,
+                 help="Frames per video clip (default: the protocol's: 8; retrieval 32, E.3's 2 s)."),
+    click.option("--crop-size", type=click.IntRange(16), default=None,
+                 help="Video crop size (default: the protocol's: 224 for the video linear SVM, E.1 - build "
+                 "those shards with --short-side 256; 112 for retrieval and fusion)."),
+    click.option("--audio-seconds", type=click.FloatRange(0.1), default=None,
                  help="Audio per clip (default: the protocol's, 2 s; the paper's ESC-50 Table 8 uses 5 "
                  "with --test-clips 1)."),
     click.option("--cache", default=None, type=click.Path(file_okay=False),
                  help="Feature cache folder (default: OUT/cache)."),
     click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
-    click.option("--workers", type=int, default=0, show_default=True,
-                 help="Processes decoding and transforming clips (0: in the main process)."),
+    click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+                 help="Processes reading (and on a CPU decoding and transforming) clips; 0: the main process."),
     click.option("--with-baseline", is_flag=True,
                  help="Also evaluate the random-init network and add its row to the same table."),
 )
@@ -78,9 +79,14 @@ def user_errors(f: Callable) -> Callable:
     """Turn the errors a user can cause into one clear line instead of a traceback."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        from avshards.format import SchemaError
+        from avshards.reader import TruncatedShardError
+        from avshards.remote import ShardAccessError, TransientError
+
         try:
             return f(*args, **kwargs)
-        except (EvalError, SchemaError, FileNotFoundError) as e:
+        except (EvalError, SchemaError, FileNotFoundError, ShardAccessError, TruncatedShardError,
+                TransientError) as e:
             report(e)          # one sentence, the exit code of its kind (crisscross.cliutil)
     return wrapper
 
@@ -143,7 +149,7 @@ def eval_group() -> None:
 
     \b
     Example:
-      crisscross eval linear runs/tiny/checkpoint.pt esc50-shards/ --modality audio --with-baseline
+      crisscross eval linear runs/k400 shards/esc50-1 --modality audio --with-baseline
     """
 
 
@@ -162,11 +168,18 @@ def eval_group() -> None:
 def linear_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
                    seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds, cache, no_cache,
                    workers, with_baseline, modality, protocol, select_on_test):
-    """Linear SVM with the C sweep on frozen CKPT features of SHARDS (one folder per split).
+    """Linear SVM with the C sweep on frozen CKPT features of SHARDS (one folder per split / fold).
+
+    Defaults are E.1's: video 8 frames at 224^2 (build the shards with --short-side 256), 25
+    augmented training clips and 10 uniform test clips per video; audio 2 s, 10 and 10. C is
+    chosen on a validation part of the training split (--select-on-test: on the test split, as
+    the paper does).
 
     \b
-    Example:
-      crisscross eval linear runs/tiny/checkpoint.pt esc50-shards/ --modality audio --with-baseline
+    Examples:
+      crisscross eval linear runs/k400 shards/ucf101-1 shards/ucf101-2 shards/ucf101-3 --name UCF101
+      crisscross eval linear runs/k400 shards/esc50-1 --modality audio --with-baseline --name ESC50
+      crisscross eval linear random shards/hmdb51-1 --crop-size 112 --quiet   # quick 112^2 look
     """
     from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import linear_eval
@@ -195,9 +208,11 @@ def fusion_command(ckpt, shards, random_init, out, name, label, train_split, tes
                    workers, with_baseline, select_on_test):
     """Late fusion: video and audio features of the same clips concatenated -> linear SVM.
 
+    Reports the paper's Table 2 rows: audio alone (a), video alone (v) and both (a+v).
+
     \b
     Example:
-      crisscross eval fusion runs/ks shards/ks-val/ --name KS
+      crisscross eval fusion runs/ks shards/ks --name KS --select-on-test
     """
     from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import fusion_eval
@@ -224,11 +239,13 @@ def fusion_command(ckpt, shards, random_init, out, name, label, train_split, tes
 def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device,
                       batch_size, seed, quiet, train_clips, test_clips, frames, crop_size, audio_seconds,
                       cache, no_cache, workers, with_baseline, modality):
-    """Retrieval: each test video queries the training videos; R@1/5/20.
+    """Retrieval: each test video queries the training videos; R@1/5/20 (E.3, Table 7).
+
+    Features are the mean of 10 uniformly spaced 2 s clips (32 frames) per video.
 
     \b
     Example:
-      crisscross eval retrieval runs/ks shards/ucf101-1/ --name UCF101
+      crisscross eval retrieval runs/k400 shards/ucf101-1 --name UCF101
     """
     from crisscross.eval.features import load_backbones, protocol_spec
     from crisscross.eval.protocols import retrieval_eval
@@ -244,37 +261,53 @@ def retrieval_command(ckpt, shards, random_init, out, name, label, train_split, 
     _finish(out, f"retrieval-{modality}-{report['dataset']}", report, table, None)
 
 
+def _milestones(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    """``--milestones 6,10,14`` -> (6, 10, 14), with one clear line for anything else."""
+    if not value:
+        return None
+    try:
+        out = tuple(int(m) for m in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of epochs, e.g. 6,10,14") from None
+    if any(m < 1 for m in out) or list(out) != sorted(out):
+        raise click.BadParameter(f"{value!r}: milestones are increasing epochs from 1, e.g. 6,10,14")
+    return out
+
+
 # Options of the supervised protocols (fine-tuning, probe).
 training_options = options(
     click.option("--frames", type=click.Choice(["8", "32"]), default="8", show_default=True,
                  help="Frames per clip (Table S11's two setups)."),
-    click.option("--crop-size", type=int, default=None,
+    click.option("--crop-size", type=click.IntRange(16), default=None,
                  help="Crop size (default 224, Table S11; use small values only for quick tests)."),
-    click.option("--epochs", type=int, default=None, help="Training epochs (default: the preset's)."),
-    click.option("--lr", type=float, default=None, help="Learning rate (default: the preset's)."),
-    click.option("--milestones", default=None, help="Comma-separated epochs where the LR drops."),
-    click.option("--test-clips", type=int, default=None, help="Uniform clips per test video (10)."),
-    click.option("--max-steps", type=int, default=None,
+    click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default: the preset's)."),
+    click.option("--epoch-size", type=click.IntRange(1), default=None,
+                 help="Training clips per epoch (default: the preset's; the milestones count these epochs)."),
+    click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+                 help="Learning rate (default: the preset's)."),
+    click.option("--milestones", default=None, callback=_milestones,
+                 help="Comma-separated epochs where the LR drops (default: the preset's)."),
+    click.option("--test-clips", type=click.IntRange(1), default=None, help="Uniform clips per test video (10)."),
+    click.option("--max-steps", type=click.IntRange(1), default=None,
                  help="Stop training after this many steps (quick checks)."),
-    click.option("--workers", type=int, default=0, show_default=True,
-                 help="DataLoader worker processes decoding training clips."),
+    click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+                 help="DataLoader worker processes reading (and on a CPU decoding) training clips."),
 )
 
 
-def _settings(base, frames, crop_size, epochs, lr, milestones, test_clips, batch_size):
+def _settings(base, frames, crop_size, epochs, epoch_size, lr, milestones, test_clips, batch_size):
     import dataclasses
 
-    changes = {"frames": int(frames), "crop_size": crop_size, "epochs": epochs, "lr": lr,
-               "test_clips": test_clips, "batch_size": batch_size,
-               "milestones": tuple(int(m) for m in milestones.split(",")) if milestones else None}
+    changes = {"frames": int(frames), "crop_size": crop_size, "epochs": epochs, "epoch_size": epoch_size,
+               "lr": lr, "test_clips": test_clips, "batch_size": batch_size, "milestones": milestones}
     return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
 def _supervised(ckpt, shards, random_init, out, name, label, train_split, test_split, device, seed, quiet,
-                settings, protocol, max_steps, workers):
+                settings, protocol, max_steps, workers, clips_per_video=1):
     from crisscross.eval.features import ClipSpec, load_backbones, protocol_spec
     from crisscross.eval.finetune import Classifier, finetune_report, shard_classes, train_classifier
-    from crisscross.eval.probe import linear_probe
+    from crisscross.eval.linear_layer import linear_probe
     from crisscross.eval.protocols import dataset_name, method_label
     from crisscross.eval.report import confusion_matrix, markdown_table, mean_std
 
@@ -294,7 +327,7 @@ def _supervised(ckpt, shards, random_init, out, name, label, train_split, test_s
             base = protocol_spec("video_linear", "video")
             spec = ClipSpec("video", settings.frames, settings.crop_size, pool=base.pool,
                             pool_stride=base.pool_stride)
-            results.append(linear_probe(backbone, url, classes, settings, spec, **kw))
+            results.append(linear_probe(backbone, url, classes, settings, spec, clips_per_video, **kw))
     name, label = name or dataset_name(urls), label or method_label(ckpt)
     report = finetune_report(results[0], settings, spec, urls, ckpt, name, label, protocol)
     report["accuracy"], report["accuracy_std"] = mean_std([r.accuracy for r in results])
@@ -312,16 +345,21 @@ def _supervised(ckpt, shards, random_init, out, name, label, train_split, test_s
               help="Which Table S11 column to take the hyper-parameters from.")
 @user_errors
 def finetune_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
-                     seed, quiet, frames, crop_size, epochs, lr, milestones, test_clips, max_steps, workers,
-                     preset):
+                     seed, quiet, frames, crop_size, epochs, epoch_size, lr, milestones, test_clips, max_steps,
+                     workers, preset):
     """Full fine-tuning of the video backbone + a new linear layer (Table S11), 10-clip test.
 
+    An epoch is the preset's epoch size (UCF101 95K clips, HMDB51 35K: about 10 augmented clips
+    per training video); the learning rate drops at the milestone epochs.
+
     \b
-    Example:
-      crisscross eval finetune runs/ks shards/ucf101-1/ --preset ucf101 --name UCF101
+    Examples:
+      crisscross eval finetune runs/k400 shards/ucf101-1 --preset ucf101 --frames 8 --workers 8
+      crisscross eval finetune runs/k400 shards/hmdb51-1 --preset hmdb51 --frames 32 --name HMDB51
+      crisscross eval finetune random shards/ucf101-1 --crop-size 56 --max-steps 2   # quick check
     """
-    settings = _settings(paper.FINETUNE[(preset, int(frames))], frames, crop_size, epochs, lr, milestones,
-                         test_clips, batch_size)
+    settings = _settings(paper.FINETUNE[(preset, int(frames))], frames, crop_size, epochs, epoch_size, lr,
+                         milestones, test_clips, batch_size)
     _supervised(ckpt, shards, random_init, out, name, label, train_split, test_split, device, seed, quiet,
                 settings, "finetune", max_steps, workers)
 
@@ -329,23 +367,29 @@ def finetune_command(ckpt, shards, random_init, out, name, label, train_split, t
 @eval_group.command("probe")
 @common_options
 @training_options
+@click.option("--preset", type=click.Choice(PROBE_PRESETS), default="kinetics400", show_default=True,
+              help="E.1's setting: training clips per video per epoch (kinetics400: 1; ucf101 / hmdb51: 10, "
+              "the 32-frame setting).")
+@click.option("--clips-per-video", type=click.IntRange(1), default=None,
+              help="Training clips per video per epoch (default: the preset's); --epoch-size overrides it.")
 @user_errors
 def probe_command(ckpt, shards, random_init, out, name, label, train_split, test_split, device, batch_size,
-                  seed, quiet, frames, crop_size, epochs, lr, milestones, test_clips, max_steps, workers):
+                  seed, quiet, frames, crop_size, epochs, epoch_size, lr, milestones, test_clips, max_steps,
+                  workers, preset, clips_per_video):
     """Linear layer on the frozen, max-pooled video backbone (for sets too large for the SVM).
 
     \b
-    Example:
-      crisscross eval probe runs/ks shards/k400/ --name K400
+    Examples:
+      crisscross eval probe runs/k400 shards/k400 --preset kinetics400 --workers 16 --name K400
+      crisscross eval probe runs/k400 shards/ucf101-1 --preset ucf101 --frames 32 --name UCF101
     """
-    from crisscross.eval.probe import probe_settings
+    from crisscross.eval.linear_layer import probe_settings
 
-    settings = probe_settings(int(frames), crop_size or paper.FINETUNE[("ucf101", 8)].crop_size,
+    settings = probe_settings(int(frames), crop_size or paper.EVAL_CROP_SIZE,
                               test_clips or paper.EVAL["video_linear"].test_clips, batch_size=batch_size,
-                              epochs=epochs, lr=lr,
-                              milestones=tuple(int(m) for m in milestones.split(",")) if milestones else None)
+                              epochs=epochs, epoch_size=epoch_size, lr=lr, milestones=milestones)
     _supervised(ckpt, shards, random_init, out, name, label, train_split, test_split, device, seed, quiet,
-                settings, "probe", max_steps, workers)
+                settings, "probe", max_steps, workers, clips_per_video or paper.PROBE_CLIPS_PER_VIDEO[preset])
 
 
 @eval_group.command("table")
@@ -357,7 +401,7 @@ def table_command(reports, out):
 
     \b
     Example:
-      crisscross eval table eval/*.json --out eval/table.md
+      crisscross eval table eval/linear-video-UCF101.json eval/linear-audio-ESC50.json --out eval/table.md
     """
     import json
 

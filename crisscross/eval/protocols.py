@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from crisscross import paper
@@ -55,6 +57,32 @@ def method_label(checkpoint: str | None) -> str:
     return os.path.basename(os.path.dirname(path)) if name in ("checkpoint.pt", "") else name
 
 
+def pretraining_info(checkpoint: str | None) -> dict:
+    """What ``checkpoint`` was pretrained on: ``{"shards", "videos", "source"}`` from its training
+    config's shard manifest (for an exported folder: from the checkpoint it came from); empty when
+    that cannot be read (random initialisation, shards moved or unreachable)."""
+    from avshards.reader import read_manifest
+    from crisscross.checkpoint import CHECKPOINT_NAME, checkpoint_file
+
+    if checkpoint is None:
+        return {}
+    path = Path(checkpoint)
+    try:
+        if path.is_dir() and not (path / CHECKPOINT_NAME).exists():     # an exported folder
+            from crisscross.export import read_info
+
+            source = read_info(path).get("source")
+            return pretraining_info(source) if source and os.path.exists(source) else {}
+        state = torch.load(checkpoint_file(path), map_location="cpu", weights_only=True, mmap=True)
+        shards = (state.get("config") or {}).get("shards") if isinstance(state, dict) else None
+        manifest = read_manifest(shards) if shards else None
+    except (OSError, ValueError, RuntimeError):
+        return {}
+    if not manifest or not manifest.get("num_videos"):
+        return {}
+    return {"shards": shards, "videos": int(manifest["num_videos"]), "source": f"manifest of {shards}"}
+
+
 def dataset_name(urls: Sequence[str]) -> str:
     """A column name for the shard folders: their common folder name (without a split suffix)."""
     names = [os.path.basename(os.path.normpath(u)) for u in urls]
@@ -88,14 +116,15 @@ def linear_eval(backbones: dict[str, nn.Module], urls: Sequence[str], spec: Clip
     for url in urls:
         train = how.features(url, backbones, [spec], train=True)[spec.modality]
         test = how.features(url, backbones, [spec], train=False)[spec.modality]
-        results.append(svm_sweep(train, test, select_on=select_on, seed=how.seed))
+        results.append(svm_sweep(train, test, select_on=select_on, seed=how.seed, device=how.device))
         dim = train.features.shape[1]
     summary, confusion = _svm_summary(results)
     name, label = name or dataset_name(urls), label or method_label(how.checkpoint)
     report = {"title": f"Linear SVM ({spec.modality}) on {name}", "protocol": "linear",
               "method": label, "dataset": name, "shards": list(urls), "checkpoint": how.checkpoint,
-              "random_init": how.checkpoint is None, "spec": asdict(spec), "extraction": asdict(how),
-              "feature_dim": int(dim), "C_sweep": list(paper.SVM_C),
+              "random_init": how.checkpoint is None, "pretraining": pretraining_info(how.checkpoint),
+              "spec": asdict(spec), "extraction": asdict(how), "feature_dim": int(dim),
+              "C_sweep": list(paper.SVM_C),
               "select_on": select_on, **summary,
               "notes": [_selection_note(select_on), f"top-1 video accuracy averaged over {len(urls)} "
                         f"split(s); clip scores averaged per video."]}
@@ -116,12 +145,13 @@ def fusion_eval(backbones: dict[str, nn.Module], urls: Sequence[str], specs: Seq
         test = how.features(url, backbones, specs, train=False)
         for row, mods in (("a", ["audio"]), ("v", ["video"]), ("a+v", ["video", "audio"])):
             tr, te = (_concat([feats[m] for m in mods]) for feats in (train, test))
-            rows[row].append(svm_sweep(tr, te, select_on=select_on, seed=how.seed))
+            rows[row].append(svm_sweep(tr, te, select_on=select_on, seed=how.seed, device=how.device))
     summaries = {row: _svm_summary(res) for row, res in rows.items()}
     name, label = name or dataset_name(urls), label or method_label(how.checkpoint)
     report = {"title": f"Audio-visual late fusion on {name}", "protocol": "fusion", "method": label,
               "dataset": name, "shards": list(urls), "checkpoint": how.checkpoint,
-              "random_init": how.checkpoint is None, "specs": [asdict(s) for s in specs],
+              "random_init": how.checkpoint is None, "pretraining": pretraining_info(how.checkpoint),
+              "specs": [asdict(s) for s in specs],
               "extraction": asdict(how), "select_on": select_on,
               "results": {row: s[0] for row, s in summaries.items()},
               "accuracy": summaries["a+v"][0]["accuracy"],
@@ -145,8 +175,8 @@ def retrieval_eval(backbones: dict[str, nn.Module], urls: Sequence[str], spec: C
     name, label = name or dataset_name(urls), label or method_label(how.checkpoint)
     report = {"title": f"Video retrieval ({spec.modality}) on {name}", "protocol": "retrieval",
               "method": label, "dataset": name, "shards": list(urls), "checkpoint": how.checkpoint,
-              "random_init": how.checkpoint is None, "spec": asdict(spec), "extraction": asdict(how),
-              "recall": recall, "splits": [{f"R@{k}": v for k, v in r.items()} for r in per_split],
+              "random_init": how.checkpoint is None, "pretraining": pretraining_info(how.checkpoint),
+              "spec": asdict(spec), "extraction": asdict(how), "recall": recall, "splits": [{f"R@{k}": v for k, v in r.items()} for r in per_split],
               "notes": ["a query is correct at k when any of its k nearest training videos (cosine) "
                         "has its class; features are the mean of uniformly spaced clips."]}
     header = ["Method"] + [f"{name} R@{k}" for k in paper.RETRIEVAL_K]

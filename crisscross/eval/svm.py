@@ -1,5 +1,8 @@
 """Linear SVM on frozen clip features (appendix E.1): C sweep, clip scores averaged per video.
 
+The classifier is scikit-learn's ``LinearSVC`` on standardised features (one-vs-rest, squared
+hinge), solved for the whole sweep by :mod:`crisscross.eval.svm_solver` (torch, CPU or GPU).
+
 The paper reports the best test accuracy over the C sweep, i.e. it picks C on the test split. By
 default we pick C on a held-out part of the *training* videos and only then touch the test split;
 ``select_on="test"`` reproduces the paper's (optimistic) choice and the result records which was used.
@@ -10,12 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
+import torch
 
 from crisscross.eval.errors import EvalError
+from crisscross.eval.svm_solver import LinearSVM, SVMProblem
 from crisscross.paper import SVM_C
 
 VAL_FRACTION = 0.2      # share of each class's training videos held out to choose C (not a paper number)
@@ -75,26 +76,12 @@ class SVMResult:
                 "sweep": {str(c): v for c, v in self.sweep.items()}}
 
 
-def fit_svm(x: np.ndarray, y: np.ndarray, C: float, seed: int = 0) -> Pipeline:
-    """A standardised one-vs-rest LinearSVC fitted on clip features ``x`` with clip labels ``y``."""
-    import warnings
-
-    model = make_pipeline(StandardScaler(), LinearSVC(C=C, max_iter=2000, random_state=seed))
-    with warnings.catch_warnings():
-        # Tiny C values stop early by design; the warning would flood the sweep's output.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(x, y)
-    return model
-
-
-def predict_videos(model: Pipeline, clips: ClipFeatures, num_classes: int) -> np.ndarray:
+def predict_videos(model: LinearSVM, clips: ClipFeatures, num_classes: int) -> np.ndarray:
     """Class index per video: argmax of the clip decision scores averaged over each video's clips."""
     scores = model.decision_function(clips.features)
-    if scores.ndim == 1:        # binary problems give one margin; make it two class scores
-        scores = np.stack([-scores, scores], axis=1)
     # A class absent from the fitted part (possible only for a tiny validation fit) never wins.
     full = np.full((len(scores), num_classes), -1e9)
-    full[:, model[-1].classes_] = scores
+    full[:, model.classes] = scores
     return average_per_video(full, clips.video, clips.num_videos).argmax(1)
 
 
@@ -116,43 +103,57 @@ def validation_split(labels: list[str], fraction: float = VAL_FRACTION, seed: in
     return np.setdiff1d(np.arange(len(labels)), val_arr), val_arr
 
 
-def _accuracy(model: Pipeline, clips: ClipFeatures, classes: list[str]) -> tuple[float, np.ndarray, np.ndarray]:
+def _accuracy(model: LinearSVM, clips: ClipFeatures, classes: list[str]) -> tuple[float, np.ndarray, np.ndarray]:
     index = {c: i for i, c in enumerate(classes)}
     y_true = np.array([index.get(c, -1) for c in clips.labels])
     y_pred = predict_videos(model, clips, len(classes))
     return float((y_true == y_pred).mean()), y_true, y_pred
 
 
+def _rows_of(clips: ClipFeatures, videos: np.ndarray) -> np.ndarray:
+    """Indices of the clips (rows) of the given videos, in row order."""
+    return np.flatnonzero(np.isin(clips.video, videos))
+
+
 def svm_sweep(train: ClipFeatures, test: ClipFeatures, cs: tuple[float, ...] = SVM_C,
-              select_on: str = "validation", val_fraction: float = VAL_FRACTION, seed: int = 0
-              ) -> SVMResult:
-    """Sweep C, choose it on ``select_on`` ("validation" or "test"), report test accuracy.
+              select_on: str = "validation", val_fraction: float = VAL_FRACTION, seed: int = 0,
+              device: str | torch.device = "cpu") -> SVMResult:
+    """Sweep C (ascending, each fit warm-started from the previous), choose it on ``select_on``
+    ("validation" or "test"), report test accuracy. The solver runs on ``device``.
 
     Test videos whose class never occurs in training count as wrong (they cannot be right).
     """
     if select_on not in ("validation", "test"):
         raise ValueError(f"select_on must be 'validation' or 'test', not {select_on!r}")
     classes = sorted(set(train.labels))
+    if len(classes) < 2:
+        raise EvalError(f"the training split has one class ({classes[0]!r}); a classifier needs at least two")
     index = {c: i for i, c in enumerate(classes)}
-    y_clip = lambda f: np.array([index[f.labels[v]] for v in f.video])  # noqa: E731
+    y = np.array([index[train.labels[v]] for v in train.video])
+    cs = tuple(sorted(cs))
+    problem = SVMProblem(train.features, device)    # standardised and rotated once for every fit
     sweep: dict[float, dict[str, float]] = {}
+    start = None
     if select_on == "validation":
         tr, va = validation_split(train.labels, val_fraction, seed)
         if len(va) == 0:
             raise EvalError("no class has two training videos, so no validation part can be held "
                              "out; pass select_on='test' (--select-on-test) to choose C on the test split")
-        fit_part, val_part = train.subset(tr), train.subset(va)
+        rows, val_part = _rows_of(train, tr), train.subset(va)
+        fit_part, starts = problem.subset(rows), {}
         for c in cs:
-            model = fit_svm(fit_part.features, y_clip(fit_part), c, seed)
+            model, start = fit_part.fit(y[rows], c, start)
+            starts[c] = start
             sweep[c] = {"validation": _accuracy(model, val_part, classes)[0]}
+        del fit_part
         best = max(cs, key=lambda c: sweep[c]["validation"])    # ties: the smaller C (listed first)
-        model = fit_svm(train.features, y_clip(train), best, seed)
+        model, _ = problem.fit(y, best, starts[best])
         acc, y_true, y_pred = _accuracy(model, test, classes)
         sweep[best]["test"] = acc
         return SVMResult(best, acc, "validation", classes, y_true, y_pred, sweep)
     outcomes = {}
     for c in cs:
-        model = fit_svm(train.features, y_clip(train), c, seed)
+        model, start = problem.fit(y, c, start)
         outcomes[c] = _accuracy(model, test, classes)
         sweep[c] = {"test": outcomes[c][0]}
     best = max(cs, key=lambda c: sweep[c]["test"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from crisscross import paper
-from crisscross.cliutil import default_device, options, report
+from crisscross.cliutil import check_device, default_device, options, report
 from crisscross.viz import VizError
 
 MODALITIES = ("video", "audio")
@@ -62,12 +62,13 @@ def user_errors(f: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         from avshards.format import SchemaError
         from avshards.reader import TruncatedShardError
-        from avshards.remote import ShardAccessError
-        from crisscross.eval.features import EvalError
+        from avshards.remote import ShardAccessError, TransientError
+        from crisscross.eval.errors import EvalError
 
         try:
             return f(*args, **kwargs)
-        except (VizError, EvalError, FileNotFoundError, ShardAccessError, TruncatedShardError, SchemaError) as e:
+        except (VizError, EvalError, FileNotFoundError, ShardAccessError, TruncatedShardError, SchemaError,
+                TransientError) as e:
             report(e)          # one sentence, the exit code of its kind (crisscross.cliutil)
     return wrapper
 
@@ -88,10 +89,10 @@ common_options = options(
                  help="Folder for the PNGs and index.md."),
     click.option("--modality", "modalities", type=click.Choice(MODALITIES), multiple=True,
                  help="Which backbone(s) to show; repeat for both (default: both)."),
-    click.option("--crop-size", type=int, default=None,
+    click.option("--crop-size", type=click.IntRange(16), default=None,
                  help=f"Video crop size (default {paper.CROP_SIZE}; small values for quick looks)."),
     click.option("--device", default=default_device, show_default="cuda if available, else cpu",
-                 help="Torch device for the backbones."),
+                 callback=check_device, help="Torch device for the backbones."),
     click.option("--seed", type=int, default=0, show_default=True,
                  help="Seed of random initialisation, query / clip choice and the projection."),
     click.option("--quiet", is_flag=True, help="No progress bars."),
@@ -100,22 +101,26 @@ common_options = options(
 
 # Options of the commands that extract features (embeddings, neighbours).
 feature_options = options(
-    click.option("--batch-size", type=int, default=32, show_default=True, help="Clips per forward pass."),
+    click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+                 help="Clips per forward pass."),
     click.option("--cache", default=None, type=click.Path(file_okay=False),
                  help="Feature cache folder (default: OUT/cache; same files as `crisscross eval --cache`)."),
     click.option("--no-cache", is_flag=True, help="Always extract features; write no cache."),
+    click.option("--frames", type=click.IntRange(1), default=None,
+                 help="Frames per video clip (default: the retrieval protocol's 32, E.3's 2 s)."),
 )
 
 
 def features_of(ckpt: str | None, url: str, split: str | None, modalities: Sequence[str], clips: int,
-                crop_size: int | None, device: str, seed: int, batch_size: int, cache: str | None, quiet: bool):
+                crop_size: int | None, device: str, seed: int, batch_size: int, cache: str | None, quiet: bool,
+                frames: int | None = None):
     """The evaluation's features (uniform clips, no augmentation) of one checkpoint and split, for
     each modality, from one pass over the shards: ``{modality: ClipFeatures}``."""
     from crisscross.eval.features import EvalError, cached_extract, load_backbones
     from crisscross.viz.embeddings import modality_spec
 
     backbones = load_backbones(ckpt, device, seed)
-    specs = [modality_spec(m, crop_size) for m in modalities]
+    specs = [modality_spec(m, crop_size, frames) for m in modalities]
     try:
         return cached_extract(cache, ckpt, url, split, backbones, specs, clips, False, seed=seed,
                               batch_size=batch_size, device=device, progress=not quiet)
@@ -136,12 +141,13 @@ def viz_group() -> None:
     crisscross viz saliency   SHARDS --ckpt A --ckpt B   Grad-CAM on frames and log-mels (Fig. 3)
     crisscross viz neighbours SHARDS --ckpt A            top-5 retrieved videos per query (Fig. S1, S2)
     crisscross viz curves     RUN [RUN...]               loss terms / probe accuracy per epoch (Fig. 4, 5)
+    crisscross viz scaling    REPORT [REPORT...]         accuracy vs. pretraining set size (Fig. 5 right)
 
     Each writes PNGs and its section of OUT/index.md.
 
     \b
     Example:
-      crisscross viz curves runs/tiny --out viz
+      crisscross viz embeddings shards/ks-val --ckpt "no async=runs/ks-noasync" --ckpt CrissCross=runs/ks
     """
 
 
@@ -156,12 +162,12 @@ def viz_group() -> None:
               help="Uniformly spaced clips per video, averaged into its feature.")
 @user_errors
 def embeddings_command(shards, ckpts, out, modalities, crop_size, device, seed, quiet, batch_size, cache,
-                       no_cache, split, method, clips):
+                       no_cache, frames, split, method, clips):
     """Every video of SHARDS as a point in 2-D, one panel per --ckpt, coloured by label (Fig. 1).
 
     \b
     Example:
-      crisscross viz embeddings ks-val/ --ckpt "no async=runs/ks-noasync" --ckpt "CrissCross=runs/ks" --out viz
+      crisscross viz embeddings shards/ks-val --ckpt "no async=runs/ks-noasync" --ckpt CrissCross=runs/ks
     """
     from crisscross.viz.embeddings import embedding_panel, plot_embeddings
 
@@ -169,8 +175,8 @@ def embeddings_command(shards, ckpts, out, modalities, crop_size, device, seed, 
     os.makedirs(out, exist_ok=True)
     cache = None if no_cache else (cache or os.path.join(out, "cache"))
     modalities = modalities or MODALITIES
-    feats = [features_of(ckpt, url, split, modalities, clips, crop_size, device, seed, batch_size, cache, quiet)
-             for _, ckpt in models]
+    feats = [features_of(ckpt, url, split, modalities, clips, crop_size, device, seed, batch_size, cache, quiet,
+                         frames) for _, ckpt in models]
     body = []
     for modality in modalities:
         panels = [embedding_panel(label, f[modality].video_means(), f[modality].labels, method, seed)
@@ -201,8 +207,9 @@ def saliency_command(shards, ckpts, out, modalities, crop_size, device, seed, qu
     """Grad-CAM of each --ckpt on chosen clips, over the frames and the log-mel (Fig. 3).
 
     \b
-    Example:
-      crisscross viz saliency k400-val/ --ckpt runs/k400 --key 00001234_000 --out viz
+    Examples:
+      crisscross viz saliency shards/k400-val --ckpt random --ckpt CrissCross=runs/k400 --clips 6
+      crisscross viz saliency shards/esc50-1 --ckpt runs/k400 --modality audio --target norm
     """
     from tqdm import tqdm
 
@@ -212,7 +219,7 @@ def saliency_command(shards, ckpts, out, modalities, crop_size, device, seed, qu
 
     url, models = _check_shards(shards), [parse_checkpoint(c) for c in ckpts]
     os.makedirs(out, exist_ok=True)
-    specs = modality_spec("video", crop_size), modality_spec("audio")
+    specs = modality_spec("video", crop_size, paper.VIDEO_FRAMES), modality_spec("audio")   # 0.5 s, as pretraining
     modalities = modalities or MODALITIES
     # Clips without frames only have something to show when the audio map explains the embedding norm.
     need_frames = "video" in modalities or target == "crossmodal"
@@ -278,12 +285,12 @@ def choose_clips(url: str, split: str | None, keys: Sequence[str], count: int, s
               help="Uniformly spaced clips per video, averaged (the retrieval protocol).")
 @user_errors
 def neighbours_command(shards, ckpts, out, modalities, crop_size, device, seed, quiet, batch_size, cache,
-                       no_cache, gallery, query_split, gallery_split, queries, k, clips):
+                       no_cache, frames, gallery, query_split, gallery_split, queries, k, clips):
     """Each query video of SHARDS and its nearest videos of --gallery, per --ckpt (Fig. S1, S2).
 
     \b
     Example:
-      crisscross viz neighbours k400/ --ckpt runs/k400 --query-split val --gallery-split train --queries 8
+      crisscross viz neighbours shards/ucf101-1 --ckpt runs/k400 --query-split test --gallery-split train
     """
     from avshards.reader import open_shards
     from crisscross.eval.retrieval import recall_at_k
@@ -299,9 +306,10 @@ def neighbours_command(shards, ckpts, out, modalities, crop_size, device, seed, 
     body, tiles = [], {}
     modalities = modalities or MODALITIES
     for label, ckpt in models:
-        qf = features_of(ckpt, url, query_split, modalities, clips, crop_size, device, seed, batch_size, cache, quiet)
+        qf = features_of(ckpt, url, query_split, modalities, clips, crop_size, device, seed, batch_size, cache,
+                         quiet, frames)
         gf = features_of(ckpt, gallery, gallery_split, modalities, clips, crop_size, device, seed, batch_size,
-                         cache, quiet)
+                         cache, quiet, frames)
         for modality in modalities:
             q, g = qf[modality], gf[modality]
             rows = neighbour_rows(q, g, pick_queries(q.num_videos, queries, seed), k)
@@ -334,7 +342,7 @@ def curves_command(runs, out, x_axis, name):
 
     \b
     Example:
-      crisscross viz curves "no async=runs/ks-noasync" "CrissCross=runs/ks" --out viz
+      crisscross viz curves "no async=runs/ks-noasync" CrissCross=runs/ks --out viz
     """
     from crisscross.viz.curves import plot_curves, read_run
 
@@ -347,3 +355,47 @@ def curves_command(runs, out, x_axis, name):
     update_index(out, f"curves-{name}", "Training curves (Fig. 4, 5)",
                  _image(path.name, f"Panels {', '.join(panels)} for runs {', '.join(r.name for r in parsed)}."))
     click.echo(f"wrote {path} ({len(panels)} panels: {', '.join(panels)})")
+
+
+@viz_group.command("scaling")
+@click.argument("reports", nargs=-1, required=True)
+@click.option("--size", "sizes", multiple=True, metavar="METHOD=N",
+              help="Pretraining videos of a report's method (its table row), when the report does not say: "
+              "a number (240000, 240K, 1.8M) or a paper set (kinetics-sound, kinetics400, audioset). Repeatable.")
+@click.option("--paper/--no-paper", "with_paper", default=True, show_default=True,
+              help="Also draw Table 4's numbers (dashed) for the downstream datasets of the same name.")
+@click.option("--out", default="viz", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for scaling.png and index.md.")
+@click.option("--name", default="scaling", show_default=True, help="File name (without .png) of the picture.")
+@user_errors
+def scaling_command(reports, sizes, with_paper, out, name):
+    """Linear-evaluation top-1 of REPORTS against the size of each one's pretraining set (Fig. 5 right).
+
+    REPORTS are linear-SVM or probe reports of `crisscross eval` (one per pretrained checkpoint and
+    downstream set); the size is read from the report (its checkpoint's training shards), or --size.
+
+    \b
+    Examples:
+      crisscross viz scaling eval/ks/linear-video-UCF101.json eval/k400/linear-video-UCF101.json
+      crisscross viz scaling eval/*/linear-*.json --size ks=kinetics-sound --size k400=240K --out viz
+    """
+    from crisscross.viz.scaling import paper_points, parse_size, plot_scaling, scaling_points
+
+    given = {}
+    for item in sizes:
+        method, sep, value = item.rpartition("=")
+        if not sep or not method:
+            raise VizError(f"--size {item!r} must be METHOD=N, e.g. --size k400=240000")
+        given[method] = parse_size(value)
+    points = scaling_points(reports, given)
+    reference = paper_points([p.dataset for p in points]) if with_paper else []
+    os.makedirs(out, exist_ok=True)
+    path = plot_scaling(points, Path(out) / f"{name}.png", reference)
+    rows = "".join(f"| {p.dataset} | {p.method} | {p.size:,} | {100 * p.accuracy:.1f} | {p.source} |\n"
+                   for p in sorted(points, key=lambda p: (p.dataset, p.size)))
+    table = "| downstream | method | pretraining videos | top-1 (%) | size from |\n|---|---|---|---|---|\n" + rows
+    update_index(out, f"scaling-{name}", "Linear evaluation vs. pretraining set size (Fig. 5 right)",
+                 _image(path.name, f"Top-1 of {len(points)} report(s) against pretraining videos"
+                        f"{'; dashed: the paper (Table 4)' if reference else ''}.") + "\n" + table)
+    click.echo(table, nl=False)
+    click.echo(f"wrote {path}")

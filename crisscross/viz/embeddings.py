@@ -38,9 +38,11 @@ class EmbeddingPanel:
     spread: float
 
 
-def modality_spec(modality: str, crop_size: int | None = None) -> ClipSpec:
+def modality_spec(modality: str, crop_size: int | None = None, frames: int | None = None) -> ClipSpec:
     """The evaluation's :class:`ClipSpec` for ``modality`` (retrieval for video, ESC-50 linear for audio)."""
-    return protocol_spec(SPEC_PROTOCOL[modality], modality, crop_size=crop_size if modality == "video" else None)
+    video = modality == "video"
+    return protocol_spec(SPEC_PROTOCOL[modality], modality, frames=frames if video else None,
+                         crop_size=crop_size if video else None)
 
 
 def known_labels(labels: Sequence[str]) -> list[str] | None:

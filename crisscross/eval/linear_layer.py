@@ -1,10 +1,10 @@
-"""Linear (fully connected) probe on a frozen backbone, for feature sets too large for an SVM
-(appendix E.1: Kinetics-400, and 32-frame UCF101 / HMDB51).
+"""A linear (fully connected) layer trained on a frozen backbone, for feature sets too large for
+the SVM (appendix E.1: Kinetics-400, and 32-frame UCF101 / HMDB51).
 
-Features are computed on the fly (never stored): each epoch takes one augmented clip per training
-video (the paper: 1 clip per sample for Kinetics-400, 10 for 32-frame UCF/HMDB - pass ``--epochs``
-accordingly), max-pools conv5 as in the SVM protocol, and trains only the linear layer. Testing
-averages the softmax of uniformly spaced clips per video, as for fine-tuning.
+Features are computed on the fly (never stored): each epoch takes ``clips_per_video`` augmented
+clips per training video (:data:`crisscross.paper.PROBE_CLIPS_PER_VIDEO`: 1 for Kinetics-400, 10
+for 32-frame UCF/HMDB), max-pools conv5 as in the SVM protocol, and trains only the linear layer.
+Testing averages the softmax of uniformly spaced clips per video, as for fine-tuning.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def probe_settings(frames: int, crop_size: int, test_clips: int, **overrides) ->
 
 
 def linear_probe(backbone: nn.Module, url: str, classes: list[str], settings: FinetuneSettings,
-                 spec: ClipSpec, **kw) -> TrainResult:
-    """Train a linear layer on the frozen, max-pooled conv5 features of ``backbone``; test it."""
+                 spec: ClipSpec, clips_per_video: int = 1, **kw) -> TrainResult:
+    """Train a linear layer on the frozen, max-pooled conv5 features of ``backbone``; test it.
+    An epoch is ``settings.epoch_size`` clips, or ``clips_per_video`` per training video."""
     model = Classifier(backbone, len(classes), settings.dropout, spec=spec, frozen=True)
-    return train_classifier(model, url, classes, settings, spec, **kw)
+    return train_classifier(model, url, classes, settings, spec, per_video=clips_per_video, **kw)
