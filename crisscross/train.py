@@ -95,12 +95,14 @@ def loss_terms(out: dict[str, torch.Tensor], terms: tuple[str, ...]) -> tuple[to
 
 
 def train_step(model, optimizer, scaler, micro_batches: list[dict], terms: tuple[str, ...],
-               dtype: torch.dtype | None, device: torch.device) -> dict[str, torch.Tensor]:
+               dtype: torch.dtype | None, device: torch.device, host_sees: bool = False) -> dict[str, torch.Tensor]:
     """Forward/backward over the micro-batches (gradients accumulated, DDP syncing only on the
     last), then one optimiser step. Returns the loss, its pair terms, the collapse stds and (with a
     grad scaler) whether the step was skipped, as 0-d tensors on the device: nothing here waits on
-    the host. A non-finite loss is applied like any other; the NaN guard finds it at the next copy
-    to the host, before any checkpoint (docs/training.md)."""
+    the host, except with ``host_sees`` (a log row or checkpoint follows this step, so its loss is
+    copied to the host anyway): then a non-finite step is not applied, and the weights stay those of
+    the last finite step. Between log rows a non-finite step is applied; the NaN guard finds it at
+    the next copy, before any checkpoint (docs/training.md)."""
     optimizer.zero_grad(set_to_none=True)
     n, needed = len(micro_batches), views_needed(terms)
     losses, parts = [], {}
@@ -124,7 +126,7 @@ def train_step(model, optimizer, scaler, micro_batches: list[dict], terms: tuple
         scaler.step(optimizer)
         metrics["amp/skipped"] = skipped_step(scaler, optimizer)
         scaler.update()
-    else:
+    elif not host_sees or torch.isfinite(metrics["loss"]):
         optimizer.step()
     return metrics
 
@@ -366,14 +368,15 @@ def _train(config: TrainConfig, resume: str | None, stop_after: int | None, prog
             for _ in range(config.accumulate):
                 epoch, batch = next(batches)
                 micro_batches.append(batch)
-            metrics = train_step(net, optimizer, scaler, micro_batches, config.terms, dtype, device)
             step += 1
-            pending.append((step, lr, epoch, metrics))
-            result.clips += config.batch_size
-            bar.update(1)
             probed = bool(config.probe) and probe_due(step, steps_per_epoch, config.probe_every, total)
             logged = step % config.log_every == 0 or step == end or probed
             saving = step % config.checkpoint_every == 0 and step < end
+            metrics = train_step(net, optimizer, scaler, micro_batches, config.terms, dtype, device,
+                                 host_sees=logged or saving)
+            pending.append((step, lr, epoch, metrics))
+            result.clips += config.batch_size
+            bar.update(1)
             if not (logged or saving):
                 continue                                # nothing waits on the host between these
             # The one copy to the host, and the NaN guard on every step since the last one.
