@@ -262,11 +262,12 @@ def resume_loader(loader, saved: list[dict], rank: int, legacy_skipped: int = 0)
     and workers (avshards' elastic resume: every clip of the epoch once), and rank 0 takes over
     the finished epochs' counts of all the old ranks."""
     mine, theirs = loader.state_dict()["stream"], [s["stream"] for s in saved]
-    loader.load_state_dict({"stream": merge_states(theirs), "mode": saved[0]["mode"]})
     counts = [s.get("counts", {"skipped_no_audio": legacy_skipped if i == 0 else 0}) for i, s in enumerate(saved)]
     same = len(theirs) == mine["world_size"] and theirs[0]["num_workers"] == mine["num_workers"]
-    if same:
+    if same:   # each rank its own state: ranks may be in different epochs (a part without audio)
+        loader.load_state_dict({"stream": theirs[rank], "mode": saved[rank]["mode"]})
         return {k: counts[rank].get(k, 0) for k in COUNTED}
+    loader.load_state_dict({"stream": merge_states(theirs), "mode": saved[0]["mode"]})
     if rank == 0:
         click.echo(f"resuming epoch {loader.epoch} of a run on {len(theirs)} rank(s) x {theirs[0]['num_workers']} "
                    f"worker(s) on {mine['world_size']} x {mine['num_workers']}: the clips of the epoch not yet "

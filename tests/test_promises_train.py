@@ -249,7 +249,7 @@ def step(model, micro_batches):
     optimizer = build_optimizer(model, base_lr=1e-3, predictor_lr=1e-2, weight_decay=1e-5, betas=(0.9, 0.999))
     metrics = trainer.train_step(model, optimizer, None, micro_batches, ALL_TERMS, None, torch.device("cpu"))
     grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
-    return grads, {k: p.detach().clone() for k, p in model.named_parameters()}, metrics["loss"]
+    return grads, {k: p.detach().clone() for k, p in model.named_parameters()}, float(metrics["loss"])
 
 
 def assert_close_dicts(a: dict, b: dict, **tol) -> None:
