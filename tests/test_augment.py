@@ -5,12 +5,13 @@ not grow with the batch), Table 5 subsets and per-frame draws."""
 
 import dataclasses
 import itertools
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as nnf
-from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms.v2 import functional as F
 
 from crisscross import paper
@@ -18,6 +19,9 @@ from crisscross.data.augment import (augment_audio, augment_audio_batch, augment
                                      eval_audio, eval_video, logmel)
 from crisscross.data.params import (AudioAugParams, VideoAugParams, draw_audio_params, draw_video_params,
                                     draw_view_params)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from benchutil import OpCount  # noqa: E402  (the op counter the GPU-path benchmark uses)
 
 V, A = paper.VIDEO_AUG, paper.AUDIO_AUG
 MEAN = torch.tensor(paper.IMAGENET_MEAN).view(3, 1, 1, 1)
@@ -274,18 +278,6 @@ def test_batched_schedule_matches_one_clip_at_a_time_within_resize_rounding():
     torch.testing.assert_close(augment_audio_batch(waves, aparams, paper.AUDIO_AUG_EVAL_TRAIN),
                                torch.cat([augment_audio_batch(w[None], [p], paper.AUDIO_AUG_EVAL_TRAIN)
                                           for w, p in zip(waves, aparams)]), atol=1e-4, rtol=0)
-
-
-class OpCount(TorchDispatchMode):
-    """Counts the aten ops that compute (a kernel launch each on a GPU; views are free)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += not func.is_view
-        return func(*args, **(kwargs or {}))
 
 
 def test_batched_op_count_does_not_grow_with_the_batch():

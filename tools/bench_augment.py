@@ -29,13 +29,12 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
 sys.path.insert(0, str(TOOLS))
 
-from benchutil import write_section  # noqa: E402
+from benchutil import OpCount, write_section  # noqa: E402
 
 SECTION = "## Torch augmentation: before and after"
 BEFORE = "0aa6147"          # main before issue 16 (the augmentation as issue 14 left it)
@@ -93,18 +92,6 @@ def cpu_costs(modules: dict, clips: list, repeats: int) -> dict:
             augment_all(module, clips)
             best[name] = min(best[name], time.process_time() - t)
     return {name: round(1000 * s / len(clips), 2) for name, s in best.items()}
-
-
-class OpCount(TorchDispatchMode):
-    """Counts the computing aten ops (kernel launches on a GPU) dispatched inside the block."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += not func.is_view
-        return func(*args, **(kwargs or {}))
 
 
 def gpu_path_ops(module, clips: list, batch_size: int, new: bool) -> int:

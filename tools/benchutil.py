@@ -1,5 +1,5 @@
 """What the benchmark scripts in tools/ share: CPU time, process-tree memory, and writing one
-tool's section of docs/benchmarks.md without touching the others'."""
+tool's section of docs/benchmarks.md without touching the others', counting the ops a block launches."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import psutil
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def cpu_seconds() -> float:
@@ -63,3 +64,15 @@ def write_section(path: Path, section: str, text: str) -> None:
         return
     nxt = old.find("\n## ", start + len(section))
     path.write_text(old[:start] + text + ("" if nxt < 0 else "\n" + old[nxt + 1:]))
+
+
+class OpCount(TorchDispatchMode):
+    """Counts the computing aten ops (kernel launches on a GPU) dispatched inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += not func.is_view
+        return func(*args, **(kwargs or {}))
