@@ -17,6 +17,7 @@ import json
 import multiprocessing
 import os
 import queue
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -180,6 +181,30 @@ class _Bar:
         self.bar.update(n)
 
 
+_IN_TASK = False      # in a pool worker: whether it is building a shard now
+
+
+def _worker_init() -> None:
+    """A pool worker takes Ctrl-C while it builds a shard (its clean-up runs, the parent reports the
+    interrupt) and ignores it while it waits for work: an idle worker would print a
+    KeyboardInterrupt traceback, and the parent's shutdown ends it anyway."""
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _on_sigint(signum, frame) -> None:
+    if _IN_TASK:
+        raise KeyboardInterrupt
+
+
+def _in_worker(task, spec: ShardSpec, ticks):
+    global _IN_TASK
+    _IN_TASK = True
+    try:
+        return task(spec, ticks)
+    finally:
+        _IN_TASK = False
+
+
 def _run_shards(specs: list[ShardSpec], workers: int, show: bool,
                 on_result: Callable[[ShardResult], None], task=build_shard) -> None:
     """Run ``task`` (build_shard, or build + upload) for ``specs`` in a process pool (in-process for
@@ -200,15 +225,15 @@ def _run_shards(specs: list[ShardSpec], workers: int, show: bool,
             return
         waiting = iter(specs)
         with multiprocessing.Manager() as manager, \
-                cf.ProcessPoolExecutor(max_workers=min(workers, len(specs))) as pool:
+                cf.ProcessPoolExecutor(max_workers=min(workers, len(specs)), initializer=_worker_init) as pool:
             ticks = manager.Queue()
-            running = {pool.submit(task, spec, ticks) for spec in itertools.islice(waiting, workers)}
+            running = {pool.submit(_in_worker, task, spec, ticks) for spec in itertools.islice(waiting, workers)}
             while running:
                 done, running = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
                 _drain(ticks, bar)
                 for fut in done:
                     on_result(fut.result())
-                    running |= {pool.submit(task, spec, ticks) for spec in itertools.islice(waiting, 1)}
+                    running |= {pool.submit(_in_worker, task, spec, ticks) for spec in itertools.islice(waiting, 1)}
     finally:
         bar.close()
 
