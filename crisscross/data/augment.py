@@ -297,32 +297,33 @@ def _jitter_slots(params: Sequence[VideoAugParams]) -> tuple[list[tuple[np.ndarr
     return slots(before), (np.array(hues) if any(hues) else None), slots(after)
 
 
-def _blur_kernels(sigmas: Sequence[float | None], kernel: int) -> np.ndarray:
-    """[n, k] torchvision gaussian kernels of size ``kernel`` (exp(-u^2 / (2 sigma^2)),
-    normalised; None: the identity), without the outer taps that weigh under 1e-8 in every
-    kernel (a small sigma's kernel is mostly zeros: k < kernel, the result within 2e-8)."""
-    u = np.linspace(-(kernel - 1) / 2, (kernel - 1) / 2, kernel)
-    out = np.zeros((len(sigmas), kernel))
+def _blur_matrices(sigmas: Sequence[float | None], kernel: int, size: int) -> np.ndarray:
+    """[n, size, size]: torchvision's gaussian blur of one axis (kernel ``kernel``,
+    exp(-u^2 / (2 sigma^2)) normalised, reflect padding) as a matrix, the padding folded in
+    (None: the identity; taps under 1e-8 dropped, the result within 2e-8). Two matrix products
+    blur a frame: ``M @ frame @ M.T``."""
+    r = kernel // 2
+    u = np.arange(-r, r + 1, dtype=np.float64)
+    source = np.abs(np.arange(size)[:, None] + u)                        # [size, kernel] reflected taps
+    source = np.where(source >= size, 2 * (size - 1) - source, source).astype(np.int64)
+    out = np.zeros((len(sigmas), size, size))
     for i, s in enumerate(sigmas):
         if s is None:
-            out[i, kernel // 2] = 1.0
-        else:
-            pdf = np.exp(-0.5 * (u / s) ** 2)
-            out[i] = pdf / pdf.sum()
-    keep = int(np.flatnonzero((out >= 1e-8).any(axis=0))[0])
-    return out[:, keep:kernel - keep]
+            out[i] = np.eye(size)
+            continue
+        pdf = np.exp(-0.5 * (u / s) ** 2)
+        pdf /= pdf.sum()
+        pdf[pdf < 1e-8] = 0.0         # a small sigma's outer taps: denormal in float32, slow to multiply
+        np.add.at(out[i], (np.arange(size)[:, None], source), pdf)        # reflected taps add up
+    return out
 
 
-def _gaussian_blur(x: torch.Tensor, k1d: torch.Tensor) -> torch.Tensor:
-    """Separable blur of [n, 3, T, S, S] with one kernel per clip (``k1d`` [n, k]), reflect padding
-    (torchvision's 2D conv of the outer product, in two 1D passes)."""
-    n, c, t, h, w = x.shape
-    kernel = k1d.shape[1]
-    weight = k1d.repeat_interleave(c * t, dim=0)                                # one filter per plane
-    planes = nnf.pad(x.reshape(1, n * c * t, h, w), [kernel // 2] * 4, mode="reflect")
-    planes = nnf.conv2d(planes, weight.view(-1, 1, 1, kernel), groups=n * c * t)
-    planes = nnf.conv2d(planes, weight.view(-1, 1, kernel, 1), groups=n * c * t)
-    return planes.view(n, c, t, h, w)
+def _gaussian_blur(x: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Separable blur of [n, 3, T, S, S] with one matrix per clip (``matrices`` [n, S, S], from
+    :func:`_blur_matrices`): rows then columns, two batched matrix products (a 1 x k grouped
+    convolution per plane measured 3.5x slower on CPU)."""
+    m = matrices[:, None, None]                                                  # [n, 1, 1, S, S]
+    return torch.matmul(m, torch.matmul(x, m.transpose(-1, -2)))
 
 
 def _cutout(x: torch.Tensor, boxes: Sequence[tuple[int, int, int] | None]) -> torch.Tensor:
@@ -361,7 +362,7 @@ def _augment_floats(x: torch.Tensor, params: Sequence[VideoAugParams], s: VideoA
     if grays.any():
         host["gray"] = grays
     if blurs:
-        host["blur"] = _blur_kernels([p.blur_sigma for p in params], s.blur_kernel)
+        host["blur"] = _blur_matrices([p.blur_sigma for p in params], s.blur_kernel, s.crop_size)
     dev = _on_device(host, x.device) if host else {}
 
     def linear(name: str, slots: list[tuple[np.ndarray, bool]]) -> None:
