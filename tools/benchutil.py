@@ -12,10 +12,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of its children that have exited (DataLoader workers are
-    joined, hence reaped, at the end of each epoch)."""
+    """CPU time of this process and of all its children: those that have exited (reaped) and those
+    still running (persistent DataLoader workers live on after an epoch, so their time would be
+    missed until the loader is gone; the exited ones are read first, so a child reaped in between
+    is at worst missed, never counted twice)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    live = 0.0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            t = p.cpu_times()
+        except psutil.Error:            # exited meanwhile
+            continue
+        live += t.user + t.system
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + live
 
 
 def tree_memory() -> tuple[int, int, int]:
