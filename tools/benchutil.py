@@ -12,10 +12,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of all its children: those that have exited (reaped) and those
-    still running (persistent DataLoader workers live on after an epoch, so their time would be
-    missed until the loader is gone; the exited ones are read first, so a child reaped in between
-    is at worst missed, never counted twice)."""
+    """CPU time of this process and of all its descendants: those that have exited and been reaped,
+    and those still running with what they reaped themselves (persistent DataLoader workers live on
+    after an epoch, so their time would be missed until the loader is gone; the reaped ones are
+    read first, so a process reaped in between is at worst missed, never counted twice)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     live = 0.0
     for p in psutil.Process().children(recursive=True):
@@ -23,7 +23,7 @@ def cpu_seconds() -> float:
             t = p.cpu_times()
         except psutil.Error:            # exited meanwhile
             continue
-        live += t.user + t.system
+        live += t.user + t.system + t.children_user + t.children_system
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + live
 
 
